@@ -1,0 +1,1 @@
+//! Renderers and delivery channels (filled in by the feeds, webhook and email work).
