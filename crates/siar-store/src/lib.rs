@@ -1,1 +1,178 @@
+//! siar's durable state on sled — the only crate that knows sled exists.
+//!
+//! - [`Store`] opens the database and is the one handle everything goes through.
+//! - `releases` (methods on [`Store`]): ingest with idempotency, corrections, retractions,
+//!   publishing what came due, and the reads (by id, slug, version, publish time, category).
+//! - [`outbox`]: the durable queue of deliveries — enqueued in the same transaction that
+//!   publishes, corrects or retracts a release; claimed with leases; settled by the holder.
+//! - the audit log: every change records who did it, in the same transaction as the change.
+//!
+//! Writes are atomic (one sled transaction per domain step) but not yet durable when a method
+//! returns: call [`Store::flush`] before acknowledging anything to the outside world. The API
+//! speaks in releases, deliveries and leases, never in sled types, so the store can move to
+//! another engine (DESIGN §7) without touching its callers.
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use siar_store::{NewRelease, Store};
+//! let dir = tempfile::tempdir()?;
+//! let store = Store::open(dir.path())?;
+//! assert!(store.release_by_slug("tidak-ada")?.is_none());
+//! # Ok(()) }
+//! ```
 
+mod keys;
+pub mod outbox;
+mod releases;
+mod tx;
+
+use std::path::Path;
+
+use serde::{de::DeserializeOwned, Serialize};
+use siar_model::{AuditEntry, DeliveryId, ReleaseId};
+
+pub use outbox::{Claim, QueueStats};
+pub use releases::{Ingested, NewRelease, Page, ReleaseFilter};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage failed while {op}: {message}")]
+    Storage { op: &'static str, message: String },
+    #[error("a stored record is unreadable ({what}): {message}")]
+    Corrupt { what: String, message: String },
+    #[error("release {0} not found")]
+    ReleaseNotFound(ReleaseId),
+    #[error("delivery {0} not found")]
+    DeliveryNotFound(DeliveryId),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the lease on delivery {0} is no longer held (it expired and was claimed again, or was settled)")]
+    LeaseLost(DeliveryId),
+}
+
+impl StoreError {
+    fn storage(op: &'static str) -> impl FnOnce(sled::Error) -> StoreError {
+        move |e| StoreError::Storage {
+            op,
+            message: e.to_string(),
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The handle to siar's database. Cheap to clone; all clones share one database.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    /// Releases, versions, their indexes, idempotency keys and metadata (see `keys`).
+    releases: sled::Tree,
+    /// Deliveries and their indexes (see [`outbox`]).
+    outbox: sled::Tree,
+    /// Audit entries keyed by time (ms) and a sequence number, so in order.
+    audit: sled::Tree,
+    /// Serialises the steps that read a release's deliveries outside their transaction
+    /// (publish, correct, retract), so two of them cannot plan from the same stale list.
+    writer: std::sync::Arc<std::sync::Mutex<()>>,
+}
+
+impl Store {
+    /// Opens (or creates) the store in directory `path`. Only one process may have it open.
+    pub fn open(path: &Path) -> Result<Self> {
+        let db = sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| StoreError::Storage {
+                op: "opening the store",
+                message: format!("{}: {e}", path.display()),
+            })?;
+        let tree = |name: &str| db.open_tree(name).map_err(StoreError::storage("opening a tree"));
+        Ok(Self {
+            releases: tree("releases")?,
+            outbox: tree("outbox")?,
+            audit: tree("audit")?,
+            writer: Default::default(),
+            db,
+        })
+    }
+
+    /// Makes every write so far durable: after this returns, they survive `kill -9` and power
+    /// loss. Concurrent callers share the disk syncs.
+    pub async fn flush(&self) -> Result<()> {
+        self.db
+            .flush_async()
+            .await
+            .map(drop)
+            .map_err(StoreError::storage("flushing to disk"))
+    }
+
+    /// [`Store::flush`] for synchronous callers.
+    pub fn flush_blocking(&self) -> Result<()> {
+        self.db
+            .flush()
+            .map(drop)
+            .map_err(StoreError::storage("flushing to disk"))
+    }
+
+    /// Writes and syncs a small probe record: the readiness check.
+    pub fn check_writable(&self) -> Result<()> {
+        let now = chrono::Utc::now().timestamp_millis().to_be_bytes();
+        self.releases
+            .insert(keys::meta("readiness-probe"), &now)
+            .map_err(StoreError::storage("writing the readiness probe"))?;
+        self.flush_blocking()
+    }
+
+    /// The last `limit` audit entries, newest first, optionally for one release.
+    pub fn audit_log(&self, limit: usize, release: Option<ReleaseId>) -> Result<Vec<AuditEntry>> {
+        let mut out = Vec::new();
+        for kv in self.audit.iter().rev() {
+            let (_, v) = kv.map_err(StoreError::storage("reading the audit log"))?;
+            let e: AuditEntry = decode(&v, "audit entry")?;
+            if release.is_none() || e.release_id == release {
+                out.push(e);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads a small named record that a component keeps for itself (e.g. an upstream feed's
+    /// ETag). `None` if it was never written.
+    pub fn meta_get<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>> {
+        self.releases
+            .get(keys::meta(name))
+            .map_err(StoreError::storage("reading metadata"))?
+            .map(|v| decode(&v, name))
+            .transpose()
+    }
+
+    /// Writes a small named record (see [`Store::meta_get`]). Not flushed.
+    pub fn meta_put<T: Serialize>(&self, name: &str, value: &T) -> Result<()> {
+        self.releases
+            .insert(keys::meta(name), encode(value))
+            .map_err(StoreError::storage("writing metadata"))?;
+        Ok(())
+    }
+
+    /// Bytes the database takes on disk.
+    pub fn size_on_disk(&self) -> Result<u64> {
+        self.db.size_on_disk().map_err(StoreError::storage("measuring the store"))
+    }
+}
+
+pub(crate) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    // Serialising our own plain data structs to JSON cannot fail (no maps with non-string keys).
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        what: what.to_owned(),
+        message: e.to_string(),
+    })
+}

@@ -1,0 +1,358 @@
+//! The outbox: every delivery siar owes, durable from the moment it is owed.
+//!
+//! ## Design constraints
+//!
+//! - **Owed atomically.** Deliveries are recorded in the same transaction that publishes,
+//!   corrects or retracts the release that causes them (see `releases`), so a crash can
+//!   never leave a published release with no deliveries, or deliveries for an unpublished one.
+//! - **Nothing lost.** A delivery leaves the due index only when it is settled: delivered,
+//!   failed for good, or superseded. Claiming does not remove it; it moves it to the time its
+//!   lease ends. A worker that dies holding a lease therefore loses nothing: when the lease
+//!   ends the delivery is due again and the next claim takes it.
+//! - **Few duplicates.** Only the holder of the current lease token may settle a delivery. A
+//!   delivery is sent twice only if a lease ended before its holder settled it (a crash, a hung
+//!   send): the in-flight bound. Every attempt carries the delivery's stable id so receivers can
+//!   drop such repeats.
+//! - **Never early.** `due_at` is never before the release's `publish_at`.
+//! - **No worker is alone.** Claims are transactions on the delivery record, so any number of
+//!   workers (tasks or, on a shared engine, processes) may claim concurrently; a claim that
+//!   loses the race simply skips the delivery.
+//!
+//! ## Key layout (`outbox` tree)
+//!
+//! ```text
+//! D delivery_id                          → Delivery (JSON)
+//! Q queue:u8 at_ms:u64 delivery_id       → ()   pending at due_at; in flight at lease end
+//! B release_id delivery_id               → ()   deliveries of a release
+//! T status:u8 delivery_id                → ()   deliveries by status
+//! U release_id version:u32 event:u8 target → delivery_id   one delivery per (version, event, target)
+//! ```
+//! `queue` is `w` (webhooks), `l` (list expansion) or `e` (one email); `status` is the first
+//! letter of the status, `i` for in flight.
+
+use chrono::{DateTime, Duration, Utc};
+use siar_model::{
+    AuditEntry, Delivery, DeliveryId, DeliveryStatus, Event, Lease, Queue, ReleaseId, Target,
+};
+
+use crate::tx::{abort, due_key, Tx, TxResult};
+use crate::{decode, keys, Result, Store, StoreError};
+
+/// A claimed delivery and the lease that lets its holder settle it.
+#[derive(Clone, Debug)]
+pub struct Claim {
+    pub delivery: Delivery,
+    pub lease: Lease,
+}
+
+/// How a queue stands.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Pending or in flight.
+    pub depth: usize,
+    /// Of those, due now (or lease ended).
+    pub due_now: usize,
+    pub oldest_due: Option<DateTime<Utc>>,
+}
+
+/// Records one delivery unless the same (release, version, event, target) is already owed.
+pub(crate) fn enqueue_in(
+    tx: &Tx<'_>,
+    release_id: ReleaseId,
+    version: u32,
+    event: Event,
+    target: Target,
+    due_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> TxResult<bool> {
+    let unique = keys::unique(release_id, version, event, &target);
+    if tx.out.get(&unique)?.is_some() {
+        return Ok(false);
+    }
+    let d = Delivery {
+        id: DeliveryId::at(now),
+        release_id,
+        version,
+        event,
+        target,
+        status: DeliveryStatus::Pending,
+        due_at,
+        attempts: 0,
+        lease: None,
+        last_error: None,
+        created_at: now,
+        updated_at: now,
+        delivered_at: None,
+    };
+    tx.out.insert(unique, &d.id.to_bytes())?;
+    tx.put_delivery(None, &d)?;
+    Ok(true)
+}
+
+impl Store {
+    /// Claims up to `max` deliveries of `queue` that are due at `now` (pending with `due_at`
+    /// passed, or in flight with an ended lease), leasing each to `worker` for `lease_for`.
+    /// `accept` may turn a delivery down (e.g. its partner already has one in flight); it
+    /// stays due.
+    pub fn claim(
+        &self,
+        queue: Queue,
+        now: DateTime<Utc>,
+        lease_for: Duration,
+        max: usize,
+        worker: &str,
+        accept: &mut dyn FnMut(&Delivery) -> bool,
+    ) -> Result<Vec<Claim>> {
+        let prefix = keys::due_prefix(queue);
+        let mut end = prefix.clone();
+        end.extend_from_slice(&keys::ms(now));
+        end.extend_from_slice(&[0xFF; 16]);
+        let mut claims = Vec::new();
+        for k in self.outbox.range(prefix..=end).keys() {
+            if claims.len() >= max {
+                break;
+            }
+            let k = k.map_err(StoreError::storage("scanning due deliveries"))?;
+            let Some(id) = keys::trailing_delivery(&k) else { continue };
+            let Some(peek) = self.delivery(id)? else { continue };
+            if !accept(&peek) {
+                continue;
+            }
+            let token = ulid::Ulid::new().to_string();
+            let claimed = self.atomically("claiming a delivery", |tx| {
+                let Some(d) = tx.delivery(id)? else { return Ok(None) };
+                let claimable = match d.status {
+                    DeliveryStatus::Pending => d.due_at <= now,
+                    DeliveryStatus::InFlight => d.lease.as_ref().is_none_or(|l| l.until <= now),
+                    _ => false,
+                };
+                if !claimable {
+                    return Ok(None);
+                }
+                let lease = Lease {
+                    token: token.clone(),
+                    worker: worker.to_owned(),
+                    until: now + lease_for,
+                };
+                let mut n = d.clone();
+                n.status = DeliveryStatus::InFlight;
+                n.lease = Some(lease.clone());
+                n.attempts += 1;
+                n.updated_at = now;
+                tx.put_delivery(Some(&d), &n)?;
+                Ok(Some(Claim { delivery: n, lease }))
+            })?;
+            claims.extend(claimed);
+        }
+        Ok(claims)
+    }
+
+    /// Settles a claim as delivered.
+    pub fn complete(&self, claim: &Claim, now: DateTime<Utc>) -> Result<Delivery> {
+        self.settle(claim, now, |d| {
+            d.status = DeliveryStatus::Delivered;
+            d.delivered_at = Some(now);
+            d.last_error = None;
+        })
+    }
+
+    /// Gives a claim back to be tried again at `at`, noting why it failed this time.
+    pub fn retry_at(&self, claim: &Claim, at: DateTime<Utc>, error: &str, now: DateTime<Utc>) -> Result<Delivery> {
+        self.settle(claim, now, |d| {
+            d.status = DeliveryStatus::Pending;
+            d.due_at = at.max(now);
+            d.last_error = Some(error.to_owned());
+        })
+    }
+
+    /// Settles a claim as failed for good; an operator can replay it with
+    /// [`Store::retry_delivery`].
+    pub fn fail(&self, claim: &Claim, error: &str, now: DateTime<Utc>) -> Result<Delivery> {
+        self.settle(claim, now, |d| {
+            d.status = DeliveryStatus::Failed;
+            d.last_error = Some(error.to_owned());
+        })
+    }
+
+    /// Hands a claim back untried (shutdown): due again at once, the attempt not counted.
+    pub fn release_claim(&self, claim: &Claim, now: DateTime<Utc>) -> Result<Delivery> {
+        self.settle(claim, now, |d| {
+            d.status = DeliveryStatus::Pending;
+            d.due_at = now;
+            d.attempts = d.attempts.saturating_sub(1);
+        })
+    }
+
+    fn settle(&self, claim: &Claim, now: DateTime<Utc>, f: impl Fn(&mut Delivery)) -> Result<Delivery> {
+        let id = claim.delivery.id;
+        self.atomically("settling a delivery", |tx| {
+            let Some(d) = tx.delivery(id)? else {
+                return abort(StoreError::DeliveryNotFound(id));
+            };
+            let held = d.status == DeliveryStatus::InFlight
+                && d.lease.as_ref().map(|l| &l.token) == Some(&claim.lease.token);
+            if !held {
+                return abort(StoreError::LeaseLost(id));
+            }
+            let mut n = d.clone();
+            n.lease = None;
+            n.updated_at = now;
+            f(&mut n);
+            tx.put_delivery(Some(&d), &n)?;
+            Ok(n)
+        })
+    }
+
+    /// At start-up, when no worker of this store can still be running: every in-flight
+    /// delivery is due again at once. Returns how many there were.
+    pub fn recover_in_flight(&self, now: DateTime<Utc>) -> Result<usize> {
+        let ids = self.ids_with_status(DeliveryStatus::InFlight, usize::MAX, None)?;
+        let mut n = 0;
+        for id in ids {
+            n += usize::from(self.atomically("recovering a lease", |tx| {
+                let Some(d) = tx.delivery(id)? else { return Ok(false) };
+                if d.status != DeliveryStatus::InFlight {
+                    return Ok(false);
+                }
+                let mut r = d.clone();
+                r.status = DeliveryStatus::Pending;
+                r.lease = None;
+                r.due_at = now;
+                r.updated_at = now;
+                tx.put_delivery(Some(&d), &r)?;
+                Ok(true)
+            })?);
+        }
+        Ok(n)
+    }
+
+    /// An operator's replay: a failed, delivered or superseded delivery becomes due at once
+    /// (a pending one is brought forward). In-flight deliveries are left alone.
+    pub fn retry_delivery(&self, id: DeliveryId, actor: &str, now: DateTime<Utc>) -> Result<Delivery> {
+        self.atomically("retrying a delivery", |tx| {
+            let Some(d) = tx.delivery(id)? else {
+                return abort(StoreError::DeliveryNotFound(id));
+            };
+            if d.status == DeliveryStatus::InFlight {
+                return abort(StoreError::Conflict(format!(
+                    "delivery {id} is being attempted right now"
+                )));
+            }
+            let mut r = d.clone();
+            r.status = DeliveryStatus::Pending;
+            r.due_at = now;
+            r.updated_at = now;
+            tx.put_delivery(Some(&d), &r)?;
+            tx.audit(AuditEntry {
+                at: now,
+                actor: actor.to_owned(),
+                action: "retry_delivery".into(),
+                release_id: Some(d.release_id),
+                detail: format!("delivery {id} to {} (was {})", d.target, d.status.as_str()),
+            })?;
+            Ok(r)
+        })
+    }
+
+    pub fn delivery(&self, id: DeliveryId) -> Result<Option<Delivery>> {
+        self.outbox
+            .get(keys::delivery(id))
+            .map_err(StoreError::storage("reading a delivery"))?
+            .map(|v| decode(&v, "delivery"))
+            .transpose()
+    }
+
+    fn ids_with_status(&self, status: DeliveryStatus, limit: usize, after: Option<DeliveryId>) -> Result<Vec<DeliveryId>> {
+        let prefix = keys::status_prefix(status);
+        let start = match after {
+            Some(a) => {
+                let mut k = keys::by_status(status, a);
+                k.push(0);
+                k
+            }
+            None => prefix.clone(),
+        };
+        let mut out = Vec::new();
+        for k in self.outbox.range(start..).keys() {
+            let k = k.map_err(StoreError::storage("listing deliveries"))?;
+            if !k.starts_with(&prefix) || out.len() >= limit {
+                break;
+            }
+            out.extend(keys::trailing_delivery(&k));
+        }
+        Ok(out)
+    }
+
+    /// Deliveries with a status, oldest first, `limit` at a time after `after`.
+    pub fn deliveries_with_status(&self, status: DeliveryStatus, limit: usize, after: Option<DeliveryId>) -> Result<Vec<Delivery>> {
+        let mut out = Vec::new();
+        for id in self.ids_with_status(status, limit, after)? {
+            out.extend(self.delivery(id)?);
+        }
+        Ok(out)
+    }
+
+    /// How many deliveries have each status.
+    pub fn delivery_counts(&self) -> Result<Vec<(DeliveryStatus, usize)>> {
+        DeliveryStatus::ALL
+            .into_iter()
+            .map(|s| Ok((s, self.outbox.scan_prefix(keys::status_prefix(s)).count())))
+            .collect()
+    }
+
+    pub fn queue_stats(&self, queue: Queue, now: DateTime<Utc>) -> Result<QueueStats> {
+        let mut s = QueueStats::default();
+        let now_ms = u64::try_from(now.timestamp_millis()).unwrap_or(0);
+        for k in self.outbox.scan_prefix(keys::due_prefix(queue)).keys() {
+            let k = k.map_err(StoreError::storage("reading a queue"))?;
+            let Some(at) = keys::trailing_ms(&k) else { continue };
+            s.depth += 1;
+            if at <= now_ms {
+                s.due_now += 1;
+            }
+            if s.oldest_due.is_none() {
+                s.oldest_due = DateTime::from_timestamp_millis(i64::try_from(at).unwrap_or(0));
+            }
+        }
+        Ok(s)
+    }
+
+    /// Checks that every delivery's index entries agree with its record, and that no index
+    /// entry points at nothing. Returns the problems found (empty when consistent). Used by
+    /// tests and by `siar store check`.
+    pub fn check_outbox(&self) -> Result<Vec<String>> {
+        let mut problems = Vec::new();
+        let mut indexed = std::collections::BTreeSet::new();
+        for kv in self.outbox.scan_prefix(b"D") {
+            let (_, v) = kv.map_err(StoreError::storage("checking the outbox"))?;
+            let d: Delivery = decode(&v, "delivery")?;
+            let has = |k: Vec<u8>| self.outbox.contains_key(k).unwrap_or(false);
+            if !has(keys::by_status(d.status, d.id)) {
+                problems.push(format!("{}: no status index entry", d.id));
+            }
+            if !has(keys::by_release(d.release_id, d.id)) {
+                problems.push(format!("{}: no release index entry", d.id));
+            }
+            if let Some(k) = due_key(&d) {
+                if !has(k.clone()) {
+                    problems.push(format!("{}: {} but not in the due index", d.id, d.status.as_str()));
+                }
+                indexed.insert(k);
+            }
+        }
+        for q in Queue::ALL {
+            for k in self.outbox.scan_prefix(keys::due_prefix(q)).keys() {
+                let k = k.map_err(StoreError::storage("checking the outbox"))?;
+                if !indexed.contains(k.as_ref()) {
+                    problems.push(format!("stale due index entry {:?}", keys::trailing_delivery(&k)));
+                }
+            }
+        }
+        let statuses: usize = self.delivery_counts()?.iter().map(|(_, n)| n).sum();
+        let records = self.outbox.scan_prefix(b"D").count();
+        if statuses != records {
+            problems.push(format!("{statuses} status entries for {records} deliveries"));
+        }
+        Ok(problems)
+    }
+}

@@ -1,0 +1,109 @@
+//! Typed access to the three trees inside one sled transaction.
+
+use sled::transaction::{
+    ConflictableTransactionError, ConflictableTransactionResult, TransactionError,
+    TransactionalTree,
+};
+use sled::Transactional;
+use siar_model::{AuditEntry, Delivery, DeliveryStatus, Release, Version};
+
+use crate::{decode, encode, keys, Store, StoreError};
+
+pub(crate) type TxResult<T> = ConflictableTransactionResult<T, StoreError>;
+
+pub(crate) fn abort<T>(e: StoreError) -> TxResult<T> {
+    Err(ConflictableTransactionError::Abort(e))
+}
+
+pub(crate) struct Tx<'a> {
+    pub rel: &'a TransactionalTree,
+    pub out: &'a TransactionalTree,
+    pub audit: &'a TransactionalTree,
+}
+
+impl Store {
+    /// Runs `f` as one atomic step over all trees. sled may run `f` more than once when
+    /// transactions conflict, so `f` must have no side effects outside the transaction.
+    pub(crate) fn atomically<T>(
+        &self,
+        op: &'static str,
+        f: impl Fn(&Tx<'_>) -> TxResult<T>,
+    ) -> Result<T, StoreError> {
+        (&self.releases, &self.outbox, &self.audit)
+            .transaction(|(rel, out, audit)| f(&Tx { rel, out, audit }))
+            .map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => StoreError::Storage {
+                    op,
+                    message: e.to_string(),
+                },
+            })
+    }
+}
+
+fn read<T: serde::de::DeserializeOwned>(v: Option<sled::IVec>, what: &str) -> TxResult<Option<T>> {
+    match v.map(|v| decode(&v, what)).transpose() {
+        Ok(x) => Ok(x),
+        Err(e) => abort(e),
+    }
+}
+
+impl Tx<'_> {
+    pub fn release(&self, id: siar_model::ReleaseId) -> TxResult<Option<Release>> {
+        read(self.rel.get(keys::release(id))?, "release")
+    }
+
+    pub fn put_release(&self, r: &Release) -> TxResult<()> {
+        self.rel.insert(keys::release(r.id), encode(r))?;
+        Ok(())
+    }
+
+    pub fn put_version(&self, v: &Version) -> TxResult<()> {
+        self.rel.insert(keys::version(v.release_id, v.number), encode(v))?;
+        Ok(())
+    }
+
+    pub fn delivery(&self, id: siar_model::DeliveryId) -> TxResult<Option<Delivery>> {
+        read(self.out.get(keys::delivery(id))?, "delivery")
+    }
+
+    /// Writes a delivery and keeps its index entries in step with its status: a pending
+    /// delivery is in the due index at `due_at`, an in-flight one at its lease's end, a
+    /// settled one not at all.
+    pub fn put_delivery(&self, old: Option<&Delivery>, new: &Delivery) -> TxResult<()> {
+        if let Some(old) = old {
+            if let Some(k) = due_key(old) {
+                self.out.remove(k)?;
+            }
+            self.out.remove(keys::by_status(old.status, old.id))?;
+        } else {
+            self.out.insert(keys::by_release(new.release_id, new.id), &[])?;
+        }
+        if let Some(k) = due_key(new) {
+            self.out.insert(k, &[])?;
+        }
+        self.out.insert(keys::by_status(new.status, new.id), &[])?;
+        self.out.insert(keys::delivery(new.id), encode(new))?;
+        Ok(())
+    }
+
+    pub fn audit(&self, e: AuditEntry) -> TxResult<()> {
+        // Milliseconds then a process-wide sequence: entries written in the same millisecond
+        // keep their order.
+        static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut key = keys::ms(e.at).to_vec();
+        key.extend_from_slice(&seq.to_be_bytes());
+        self.audit.insert(key, encode(&e))?;
+        Ok(())
+    }
+}
+
+pub(crate) fn due_key(d: &Delivery) -> Option<Vec<u8>> {
+    let q = d.target.queue();
+    match d.status {
+        DeliveryStatus::Pending => Some(keys::due(q, d.due_at, d.id)),
+        DeliveryStatus::InFlight => d.lease.as_ref().map(|l| keys::due(q, l.until, d.id)),
+        _ => None,
+    }
+}
