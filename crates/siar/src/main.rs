@@ -1,1 +1,168 @@
-fn main() {}
+//! The `siar` binary: `siar serve` runs the daemon; the other commands help operate it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use siar::cli;
+use siar::config::Config;
+
+#[derive(Parser)]
+#[command(name = "siar", version, about = "Syndicate government press releases to feeds, email lists and partner webhooks.")]
+struct Args {
+    /// Configuration file. Default: config/siar.toml if it exists, else built-in defaults.
+    #[arg(long, global = true, env = "SIAR_CONFIG")]
+    config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Base URL of the running daemon (commands that talk to it). Default: from the config.
+    #[arg(long, global = true, env = "SIAR_URL")]
+    url: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Serve,
+    /// Check the configuration; exit 1 naming every bad key.
+    CheckConfig,
+    /// Show how a file parses (JSON on stdout) without a daemon.
+    Parse {
+        file: PathBuf,
+        /// kalsel, markdown or json. Default: from the file extension.
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Releases, through the running daemon's API.
+    #[command(subcommand)]
+    Release(cli::ReleaseCommand),
+    /// The delivery outbox, through the running daemon's API.
+    #[command(subcommand)]
+    Deliveries(cli::DeliveriesCommand),
+}
+
+fn main() {
+    let args = Args::parse();
+    init_logging(args.log_format);
+    if let Err(e) = run(args) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SIAR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sled=warn,tower_http=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
+    let default = Path::new("config/siar.toml");
+    let path = match path {
+        Some(p) => Some(p),
+        None if default.exists() => Some(default),
+        None => None,
+    };
+    match Config::load(path, std::env::vars()) {
+        Ok((config, notes)) => {
+            for n in notes {
+                tracing::warn!("{n}");
+            }
+            Ok(config)
+        }
+        Err(errors) => {
+            let list: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+            bail!(
+                "the configuration{} is not valid:\n{}",
+                path.map(|p| format!(" in {}", p.display())).unwrap_or_default(),
+                list.join("\n")
+            )
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    match args.command {
+        Command::Serve => {
+            let config = load_config(args.config.as_deref())?;
+            rt.block_on(serve(config))
+        }
+        Command::CheckConfig => {
+            let config = load_config(args.config.as_deref())?;
+            println!(
+                "configuration OK: listen {}, store {}, {} partner(s), {} list(s), {} upstream feed(s)",
+                config.server.listen,
+                config.store.path.display(),
+                config.partners.len(),
+                config.lists.len(),
+                config.ingest.upstream.len()
+            );
+            Ok(())
+        }
+        Command::Parse { file, format } => {
+            let config = load_config(args.config.as_deref())?;
+            cli::parse_file(&config, &file, format.as_deref())
+        }
+        Command::Release(cmd) => {
+            let config = load_config(args.config.as_deref())?;
+            let client = cli::Client::new(&config, args.url.as_deref())?;
+            rt.block_on(cli::release(&client, &config, cmd))
+        }
+        Command::Deliveries(cmd) => {
+            let config = load_config(args.config.as_deref())?;
+            let client = cli::Client::new(&config, args.url.as_deref())?;
+            rt.block_on(cli::deliveries(&client, cmd))
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let store = siar_store::Store::open(&config.store.path)
+        .with_context(|| format!("opening the store at {} (store.path)", config.store.path.display()))?;
+    let listener = tokio::net::TcpListener::bind(&config.server.listen)
+        .await
+        .with_context(|| format!("listening on {} (server.listen)", config.server.listen))?;
+    let addr = listener.local_addr().context("reading the listening address")?;
+    tracing::info!(%addr, store = %config.store.path.display(), "siar is running.");
+    // One line on stdout, for scripts and tests that started siar on port 0.
+    println!("listening on http://{addr}");
+    siar::serve(config, store, listener, Arc::new(siar::clock::SystemClock), shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

@@ -1,0 +1,85 @@
+//! `/api/v1/…/deliveries`: what the outbox holds, and replaying a delivery.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use siar_model::{Delivery, DeliveryId, DeliveryStatus};
+use utoipa::{IntoParams, ToSchema};
+
+use super::ApiError;
+use crate::app::App;
+
+#[derive(Serialize, ToSchema)]
+pub struct DeliveryList {
+    items: Vec<Delivery>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeliveryParams {
+    /// pending, in_flight, delivered, failed or superseded (default failed).
+    status: Option<String>,
+    /// Page size, 1–1000 (default 100).
+    limit: Option<usize>,
+    /// The last id of the previous page.
+    after: Option<String>,
+}
+
+/// Every delivery of one release, oldest first.
+#[utoipa::path(
+    get, path = "/api/v1/releases/{id}/deliveries", tag = "deliveries",
+    params(("id" = String, Path, description = "Release id or slug")),
+    responses((status = 200, body = DeliveryList), (status = 404, body = super::ErrorBody), (status = 401, body = super::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn for_release(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Json<DeliveryList>, ApiError> {
+    let r = match id.parse() {
+        Ok(rid) => app.store.release(rid)?,
+        Err(_) => app.store.release_by_slug(&id)?,
+    }
+    .ok_or_else(|| ApiError::not_found(format!("no release `{}`", id.chars().take(80).collect::<String>())))?;
+    Ok(Json(DeliveryList { items: app.store.deliveries_for_release(r.id)? }))
+}
+
+/// Deliveries with one status, oldest first.
+#[utoipa::path(
+    get, path = "/api/v1/deliveries", tag = "deliveries", params(DeliveryParams),
+    responses((status = 200, body = DeliveryList), (status = 400, body = super::ErrorBody), (status = 401, body = super::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn list(State(app): State<Arc<App>>, Query(p): Query<DeliveryParams>) -> Result<Json<DeliveryList>, ApiError> {
+    let status: DeliveryStatus = p.status.as_deref().unwrap_or("failed").parse().map_err(ApiError::bad_request)?;
+    let limit = p.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be between 1 and 1000"));
+    }
+    let after = p
+        .after
+        .as_deref()
+        .map(str::parse::<DeliveryId>)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    Ok(Json(DeliveryList { items: app.store.deliveries_with_status(status, limit, after)? }))
+}
+
+/// Replay a delivery now (failed, delivered or superseded; a pending one is brought forward).
+#[utoipa::path(
+    post, path = "/api/v1/deliveries/{id}/retry", tag = "deliveries",
+    params(("id" = String, Path, description = "Delivery id")),
+    responses((status = 200, body = Delivery), (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody), (status = 401, body = super::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn retry(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<Delivery>, ApiError> {
+    let id: DeliveryId = id.parse().map_err(|_| ApiError::not_found(format!("no delivery `{}`", id.chars().take(80).collect::<String>())))?;
+    let actor = match headers.get("siar-source").and_then(|v| v.to_str().ok()) {
+        Some("cli") => "cli",
+        _ => "api",
+    };
+    let d = app.store.retry_delivery(id, actor, app.clock.now())?;
+    app.store.flush().await?;
+    tracing::info!(delivery = %id, release = %d.release_id, target = %d.target, actor, "Delivery queued again.");
+    Ok(Json(d))
+}

@@ -1,0 +1,356 @@
+//! `/api/v1/releases…`: create, list, show, versions, corrections, retraction, audit.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use siar_ingest::Format;
+use siar_model::{AuditEntry, Category, Release, ReleaseId, Source, Version};
+use siar_store::ReleaseFilter;
+use utoipa::{IntoParams, ToSchema};
+
+use super::ApiError;
+use crate::app::{App, Input};
+
+/// Query parameters of a create or correction request.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CreateParams {
+    /// When to publish: RFC 3339, or local `YYYY-MM-DD HH:MM` in the publisher's time zone.
+    /// Overrides a `publish_at` in the body. Absent: at once.
+    publish_at: Option<String>,
+    /// Comma-separated categories to add.
+    categories: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CorrectionParams {
+    /// What this correction changes, for readers ("Koreksi: …").
+    note: String,
+}
+
+/// A release as JSON input (`application/json`). Either `text` (a whole Kalsel plain-text
+/// release) or `title` and `body`. Unknown fields are refused.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct ReleaseInput {
+    text: Option<String>,
+    title: Option<String>,
+    /// Paragraphs, or one string with blank lines between paragraphs.
+    body: Option<Vec<String>>,
+    body_html: Option<String>,
+    captions: Option<Vec<String>>,
+    dateline: Option<String>,
+    #[schema(format = Date)]
+    event_date: Option<String>,
+    closing_codes: Option<Vec<String>>,
+    source_agency: Option<String>,
+    footer: Option<String>,
+    categories: Option<Vec<String>>,
+    language: Option<String>,
+    attachments: Option<Vec<siar_model::Attachment>>,
+    publish_at: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct RetractionRequest {
+    /// Why the release is withdrawn; shown to readers.
+    reason: String,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Page size, 1–500 (default 50).
+    limit: Option<usize>,
+    /// `next_cursor` from the previous page.
+    cursor: Option<String>,
+    /// Only this category.
+    category: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ReleasePage {
+    items: Vec<Release>,
+    next_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct VersionList {
+    items: Vec<Version>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditParams {
+    limit: Option<usize>,
+    release: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditPage {
+    items: Vec<AuditEntry>,
+}
+
+fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|r| {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("the request body is over the limit ({r})"))
+        } else {
+            ApiError::bad_request(format!("could not read the request body: {r}"))
+        }
+    })
+}
+
+fn format_of(headers: &HeaderMap) -> Result<Format, ApiError> {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    Format::from_content_type(ct).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "Content-Type `{ct}` is not accepted: use text/plain (Kalsel text), text/markdown or application/json"
+            ),
+        )
+    })
+}
+
+fn source_of(headers: &HeaderMap) -> Source {
+    match headers.get("siar-source").and_then(|v| v.to_str().ok()) {
+        Some("cli") => Source::Cli,
+        _ => Source::Api,
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else { return Ok(None) };
+    let k = v.to_str().map_err(|_| ApiError::bad_request("Idempotency-Key must be visible ASCII"))?.trim();
+    if k.is_empty() || k.len() > 255 {
+        return Err(ApiError::bad_request("Idempotency-Key must be 1 to 255 characters"));
+    }
+    Ok(Some(k.to_owned()))
+}
+
+fn input(app: &App, headers: &HeaderMap, params: &CreateParams, bytes: Bytes) -> Result<Input, ApiError> {
+    let publish_at = params
+        .publish_at
+        .as_deref()
+        .filter(|s| !s.trim().is_empty())
+        .map(|w| siar_ingest::parse_when(w, app.config.timezone()))
+        .transpose()
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_publish_at", e.to_string()))?;
+    let categories = params
+        .categories
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .filter(|c| !c.trim().is_empty())
+        .map(|c| Category::parse(c).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_category", e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Input {
+        bytes: bytes.to_vec(),
+        format: format_of(headers)?,
+        source: source_of(headers),
+        idempotency_key: idempotency_key(headers)?,
+        publish_at,
+        categories,
+    })
+}
+
+/// Finds a release by id, or by slug for convenience.
+fn find(app: &App, id: &str) -> Result<Release, ApiError> {
+    let r = match id.parse::<ReleaseId>() {
+        Ok(rid) => app.store.release(rid)?,
+        Err(_) => app.store.release_by_slug(id)?,
+    };
+    r.ok_or_else(|| ApiError::not_found(format!("no release `{}`", id.chars().take(80).collect::<String>())))
+}
+
+fn created(r: Release, was_created: bool) -> Response {
+    let location = format!("/api/v1/releases/{}", r.id);
+    let status = if was_created { StatusCode::CREATED } else { StatusCode::OK };
+    (status, [(header::LOCATION, location)], Json(r)).into_response()
+}
+
+/// Ingest a release.
+///
+/// Answers 201 once the release is durably stored (flushed to disk), or 200 with the
+/// existing release when the same input (same content, or same `Idempotency-Key`) was sent
+/// before.
+#[utoipa::path(
+    post, path = "/api/v1/releases", tag = "releases",
+    params(CreateParams,
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key returns the same release."),
+        ("Siar-Source" = Option<String>, Header, description = "`cli` when the siar command line sends it.")),
+    request_body(content(
+        (String = "text/plain"),
+        (String = "text/markdown"),
+        (ReleaseInput = "application/json")
+    ), description = "A Kalsel plain-text release, Markdown with YAML front matter, or JSON."),
+    responses(
+        (status = 201, description = "Stored and durable", body = Release),
+        (status = 200, description = "Already known: the existing release", body = Release),
+        (status = 401, body = super::ErrorBody), (status = 413, body = super::ErrorBody),
+        (status = 415, body = super::ErrorBody), (status = 422, body = super::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn create(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Query(params): Query<CreateParams>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let input = input(&app, &headers, &params, body(bytes)?)?;
+    let out = app.ingest(input).await?;
+    Ok(created(out.release, out.created))
+}
+
+/// List releases, newest `publish_at` first, including scheduled ones.
+#[utoipa::path(
+    get, path = "/api/v1/releases", tag = "releases", params(ListParams),
+    responses((status = 200, body = ReleasePage), (status = 400, body = super::ErrorBody), (status = 401, body = super::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn list(State(app): State<Arc<App>>, Query(p): Query<ListParams>) -> Result<Json<ReleasePage>, ApiError> {
+    let limit = p.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::bad_request("limit must be between 1 and 500"));
+    }
+    let category = p
+        .category
+        .as_deref()
+        .map(Category::parse)
+        .transpose()
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let filter = ReleaseFilter { public_at: None, category };
+    let page = app
+        .store
+        .list(&filter, limit, p.cursor.as_deref())
+        .map_err(|e| match e {
+            siar_store::StoreError::Conflict(m) => ApiError::bad_request(m),
+            e => e.into(),
+        })?;
+    Ok(Json(ReleasePage { items: page.items, next_cursor: page.next_cursor }))
+}
+
+/// One release, by id or slug.
+#[utoipa::path(
+    get, path = "/api/v1/releases/{id}", tag = "releases",
+    params(("id" = String, Path, description = "Release id or slug")),
+    responses((status = 200, body = Release), (status = 404, body = super::ErrorBody), (status = 401, body = super::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn show(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Json<Release>, ApiError> {
+    Ok(Json(find(&app, &id)?))
+}
+
+/// Every version of a release, oldest first.
+#[utoipa::path(
+    get, path = "/api/v1/releases/{id}/versions", tag = "releases",
+    params(("id" = String, Path, description = "Release id or slug")),
+    responses((status = 200, body = VersionList), (status = 404, body = super::ErrorBody), (status = 401, body = super::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn versions(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Json<VersionList>, ApiError> {
+    let r = find(&app, &id)?;
+    Ok(Json(VersionList { items: app.store.versions(r.id)? }))
+}
+
+/// One version of a release.
+#[utoipa::path(
+    get, path = "/api/v1/releases/{id}/versions/{n}", tag = "releases",
+    params(("id" = String, Path, description = "Release id or slug"), ("n" = u32, Path, description = "Version number, from 1")),
+    responses((status = 200, body = Version), (status = 404, body = super::ErrorBody), (status = 401, body = super::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn version(State(app): State<Arc<App>>, Path((id, n)): Path<(String, String)>) -> Result<Json<Version>, ApiError> {
+    let r = find(&app, &id)?;
+    let n: u32 = n.parse().map_err(|_| ApiError::not_found(format!("no version `{n}`")))?;
+    app.store
+        .version(r.id, n)?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("release {} has no version {n}", r.id)))
+}
+
+/// Correct a release: a new version with a note. It goes to everyone who received an
+/// earlier version, marked as a correction.
+#[utoipa::path(
+    post, path = "/api/v1/releases/{id}/corrections", tag = "releases",
+    params(("id" = String, Path, description = "Release id or slug"), CorrectionParams),
+    request_body(content(
+        (String = "text/plain"),
+        (String = "text/markdown"),
+        (ReleaseInput = "application/json")
+    ), description = "The corrected release, in any input format."),
+    responses(
+        (status = 201, description = "New version stored", body = Release),
+        (status = 200, description = "Identical to the current version: nothing changed", body = Release),
+        (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody),
+        (status = 413, body = super::ErrorBody), (status = 415, body = super::ErrorBody),
+        (status = 422, body = super::ErrorBody), (status = 401, body = super::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn correct(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Query(params): Query<CorrectionParams>,
+    bytes: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let note = siar_model::text::collapse_whitespace(&params.note);
+    if note.is_empty() || note.chars().count() > 1000 {
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_note", "note must be 1 to 1000 characters"));
+    }
+    let r = find(&app, &id)?;
+    let create = CreateParams { publish_at: None, categories: None };
+    let input = input(&app, &headers, &create, body(bytes)?)?;
+    let out = app.correct(r.id, input, &note).await?;
+    Ok(created(out.release, out.created))
+}
+
+/// Retract a release. Those who received it are told; the feeds show it withdrawn.
+#[utoipa::path(
+    post, path = "/api/v1/releases/{id}/retraction", tag = "releases",
+    params(("id" = String, Path, description = "Release id or slug")),
+    request_body = RetractionRequest,
+    responses((status = 200, body = Release), (status = 404, body = super::ErrorBody), (status = 422, body = super::ErrorBody), (status = 401, body = super::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn retract(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<RetractionRequest>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Release>, ApiError> {
+    let Json(req) = body.map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", e.body_text()))?;
+    let reason = siar_model::text::collapse_whitespace(&siar_model::text::strip_forbidden(&req.reason).0);
+    if reason.is_empty() || reason.chars().count() > 1000 {
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_reason", "reason must be 1 to 1000 characters"));
+    }
+    let r = find(&app, &id)?;
+    let actor = source_of(&headers).actor();
+    Ok(Json(app.retract(r.id, &reason, &actor).await?))
+}
+
+/// The audit log, newest first.
+#[utoipa::path(
+    get, path = "/api/v1/audit", tag = "operations", params(AuditParams),
+    responses((status = 200, body = AuditPage), (status = 400, body = super::ErrorBody), (status = 401, body = super::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn audit(State(app): State<Arc<App>>, Query(p): Query<AuditParams>) -> Result<Json<AuditPage>, ApiError> {
+    let limit = p.limit.unwrap_or(100).clamp(1, 1000);
+    let release = match p.release.as_deref() {
+        Some(id) => Some(find(&app, id)?.id),
+        None => None,
+    };
+    Ok(Json(AuditPage { items: app.store.audit_log(limit, release)? }))
+}

@@ -1,0 +1,167 @@
+//! The running daemon's shared state, and the ingest path every source goes through.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use siar_ingest::{Format, ParseContext, ParseError};
+use siar_model::{Category, Provenance, Release, ReleaseId, Source, Status};
+use siar_store::{Ingested, NewRelease, Store, StoreError};
+use tokio::sync::Notify;
+use tracing::info;
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::routing::ConfigRouter;
+
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    pub router: ConfigRouter,
+    pub clock: Arc<dyn Clock>,
+    /// Wakes the scheduler when a release is scheduled, so it can sleep until the earliest
+    /// `publish_at` instead of polling.
+    pub schedule_changed: Notify,
+    /// The API bearer token; `None` disables the API.
+    pub token: Option<String>,
+    /// Set by the scheduler while its loop runs; `/readyz` reports it.
+    pub scheduler_running: AtomicBool,
+}
+
+/// One input on its way in.
+pub struct Input {
+    pub bytes: Vec<u8>,
+    pub format: Format,
+    pub source: Source,
+    pub idempotency_key: Option<String>,
+    /// Overrides what the input itself says.
+    pub publish_at: Option<DateTime<Utc>>,
+    /// Added to the categories the input names.
+    pub categories: Vec<Category>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Parse(#[from] ParseError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl App {
+    pub fn new(config: Config, store: Store, clock: Arc<dyn Clock>) -> Self {
+        let token = config.api_token();
+        Self {
+            router: ConfigRouter::new(&config),
+            config,
+            store,
+            clock,
+            schedule_changed: Notify::new(),
+            token,
+            scheduler_running: AtomicBool::new(false),
+        }
+    }
+
+    pub fn parse_context(&self) -> ParseContext {
+        let tz = self.config.timezone();
+        ParseContext {
+            today: self.clock.now().with_timezone(&tz).date_naive(),
+            timezone: tz,
+            max_bytes: self.config.ingest.max_bytes,
+            language: self.config.publisher.language.clone(),
+        }
+    }
+
+    fn prepare(&self, input: &Input) -> Result<(siar_ingest::Parsed, Provenance), IngestError> {
+        let mut parsed = siar_ingest::parse(&input.bytes, input.format, &self.parse_context())?;
+        for c in &input.categories {
+            if !parsed.content.categories.contains(c) {
+                parsed.content.categories.push(c.clone());
+            }
+        }
+        let provenance = Provenance {
+            source: input.source.clone(),
+            content_hash: parsed.content_hash.clone(),
+            received_at: self.clock.now(),
+            idempotency_key: input.idempotency_key.clone(),
+        };
+        Ok((parsed, provenance))
+    }
+
+    /// Parses, stores durably, and publishes (now or on schedule). Returns only once the
+    /// release is flushed to disk.
+    pub async fn ingest(&self, input: Input) -> Result<Ingested, IngestError> {
+        let (parsed, provenance) = self.prepare(&input)?;
+        let publish_at = input.publish_at.or(parsed.publish_at);
+        Ok(self.store_new(parsed, provenance, publish_at).await?)
+    }
+
+    /// Stores an already parsed release durably; `publish_at` `None` means now.
+    pub async fn store_new(
+        &self,
+        parsed: siar_ingest::Parsed,
+        provenance: Provenance,
+        publish_at: Option<DateTime<Utc>>,
+    ) -> Result<Ingested, StoreError> {
+        let now = self.clock.now();
+        let publish_at = publish_at.unwrap_or(now);
+        let actor = provenance.source.actor();
+        let out = self.store.ingest(
+            NewRelease {
+                content: parsed.content,
+                publish_at,
+                provenance,
+            },
+            now,
+            &self.router,
+        )?;
+        self.store.flush().await?;
+        let r = &out.release;
+        if out.created {
+            info!(release = %r.id, slug = %r.slug, source = %actor, status = ?r.status,
+                  publish_at = %r.publish_at, deliveries = out.deliveries, "Ingested.");
+            if r.status == Status::Scheduled {
+                self.schedule_changed.notify_one();
+            }
+        } else {
+            info!(release = %r.id, source = %actor, "Already known; returned the existing release.");
+        }
+        Ok(out)
+    }
+
+    /// Adds a corrected version, durably.
+    pub async fn correct(&self, id: ReleaseId, input: Input, note: &str) -> Result<Ingested, IngestError> {
+        let (parsed, provenance) = self.prepare(&input)?;
+        Ok(self.store_correction(id, parsed, provenance, note).await?)
+    }
+
+    /// Stores an already parsed correction durably.
+    pub async fn store_correction(
+        &self,
+        id: ReleaseId,
+        parsed: siar_ingest::Parsed,
+        provenance: Provenance,
+        note: &str,
+    ) -> Result<Ingested, StoreError> {
+        let actor = provenance.source.actor();
+        let out = self.store.correct(id, parsed.content, note, provenance, self.clock.now(), &self.router)?;
+        self.store.flush().await?;
+        if out.created {
+            info!(release = %id, version = out.release.version, deliveries = out.deliveries,
+                  source = %actor, "Corrected.");
+        }
+        Ok(out)
+    }
+
+    /// Withdraws a release, durably.
+    pub async fn retract(&self, id: ReleaseId, reason: &str, actor: &str) -> Result<Release, StoreError> {
+        let r = self.store.retract(id, reason, actor, self.clock.now(), &self.router)?;
+        self.store.flush().await?;
+        info!(release = %id, actor, "Retracted.");
+        Ok(r)
+    }
+
+    pub fn is_scheduler_running(&self) -> bool {
+        self.scheduler_running.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,95 @@
+//! The siar daemon and its command line.
+//!
+//! - [`config`]: layered configuration (built-in defaults, file, `SIAR_*` env) and validation.
+//! - [`app`]: the running daemon's shared state and the ingest path every source shares.
+//! - [`api`]: the HTTP API, its OpenAPI document, health endpoints.
+//! - [`scheduler`]: publishing at `publish_at`, and cron jobs in the publisher's time zone.
+//! - [`sources`]: the drop folder and upstream feed polling.
+//! - [`routing`]: who is owed a release, from the configured partners and lists.
+//! - [`cli`]: the commands that talk to a running daemon over its API.
+//! - [`clock`], [`schedule`]: time, behind a trait so it can be controlled in tests.
+//!
+//! [`serve`] runs everything until its `shutdown` future completes, so tests start a real
+//! daemon on `127.0.0.1:0` and stop it at will.
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod routing;
+pub mod schedule;
+pub mod scheduler;
+pub mod sources;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use siar_store::Store;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::app::App;
+use crate::clock::Clock;
+use crate::config::Config;
+
+/// How long in-flight work gets to finish after shutdown is asked for.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Runs the daemon on `listener` until `shutdown` completes, then stops taking work, lets
+/// running work finish (up to a deadline), flushes the store and returns.
+pub async fn serve(
+    config: Config,
+    store: Store,
+    listener: TcpListener,
+    clock: Arc<dyn Clock>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let body_limit = config.server.body_limit;
+    let app = Arc::new(App::new(config, store, clock));
+    if app.token.is_none() {
+        warn!(env = %app.config.api.token_env, "No API token is set: the API answers 503 until one is configured.");
+    }
+    let recovered = app.store.recover_in_flight(app.clock.now()).context("recovering leases at start-up")?;
+    if recovered > 0 {
+        info!(deliveries = recovered, "Deliveries that were in flight when siar stopped are due again.");
+    }
+
+    let stop = CancellationToken::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(scheduler::run_publisher(app.clone(), stop.clone()));
+    tasks.spawn(sources::inbox::run(app.clone(), stop.clone()));
+    let client = reqwest::Client::builder()
+        .user_agent(concat!("siar/", env!("CARGO_PKG_VERSION")))
+        .timeout(Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::limited(5))
+        .build()
+        .context("building the HTTP client")?;
+    for u in app.config.ingest.upstream.clone() {
+        tasks.spawn(sources::upstream::run(app.clone(), u, client.clone(), stop.clone()));
+    }
+
+    let router = api::router(app.clone()).layer(axum::extract::DefaultBodyLimit::max(body_limit));
+    let stop_http = stop.clone();
+    axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            info!("Shutting down: no new work is taken.");
+            stop_http.cancel();
+        })
+        .await
+        .context("serving HTTP")?;
+    stop.cancel();
+    if tokio::time::timeout(SHUTDOWN_GRACE, async { while tasks.join_next().await.is_some() {} })
+        .await
+        .is_err()
+    {
+        warn!("Some work did not finish within the grace period; it will be resumed at the next start.");
+    }
+    app.store.flush().await.context("flushing the store at shutdown")?;
+    info!("Stopped.");
+    Ok(())
+}
