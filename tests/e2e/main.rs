@@ -1,1 +1,12 @@
+//! End-to-end tests: the real `siar` binary on a temporary directory and port 0, real sled on
+//! disk, real HTTP peers. One test binary (like svix-server's `tests/it`), one module per
+//! capability, shared helpers in `utils`.
 
+mod utils;
+
+mod api;
+mod cli;
+mod crash;
+mod inbox;
+mod schedule;
+mod upstream;

@@ -21,6 +21,7 @@
 //! # Ok(()) }
 //! ```
 
+mod flusher;
 mod keys;
 pub mod outbox;
 mod releases;
@@ -75,6 +76,8 @@ pub struct Store {
     /// Serialises the steps that read a release's deliveries outside their transaction
     /// (publish, correct, retract), so two of them cannot plan from the same stale list.
     writer: std::sync::Arc<std::sync::Mutex<()>>,
+    /// Group commit for [`Store::flush`]; shared by all clones, stopped with the last one.
+    flusher: std::sync::Arc<flusher::Flusher>,
 }
 
 impl Store {
@@ -94,6 +97,10 @@ impl Store {
             outbox: tree("outbox")?,
             audit: tree("audit")?,
             writer: Default::default(),
+            flusher: std::sync::Arc::new(flusher::Flusher::start(db.clone()).map_err(|e| StoreError::Storage {
+                op: "starting the flusher thread",
+                message: e.to_string(),
+            })?),
             db,
         })
     }
@@ -101,11 +108,10 @@ impl Store {
     /// Makes every write so far durable: after this returns, they survive `kill -9` and power
     /// loss. Concurrent callers share the disk syncs.
     pub async fn flush(&self) -> Result<()> {
-        self.db
-            .flush_async()
-            .await
-            .map(drop)
-            .map_err(StoreError::storage("flushing to disk"))
+        self.flusher.flush().await.map_err(|message| StoreError::Storage {
+            op: "flushing to disk",
+            message,
+        })
     }
 
     /// [`Store::flush`] for synchronous callers.

@@ -10,8 +10,9 @@ pub trait Clock: Send + Sync + 'static {
 pub struct SystemClock;
 
 impl Clock for SystemClock {
+    /// Millisecond precision: what the store's time indexes keep.
     fn now(&self) -> DateTime<Utc> {
-        Utc::now()
+        chrono::SubsecRound::trunc_subsecs(Utc::now(), 3)
     }
 }
 

@@ -2,8 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -98,14 +97,34 @@ pub struct AuditPage {
     items: Vec<AuditEntry>,
 }
 
-fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    body.map_err(|r| {
-        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", format!("the request body is over the limit ({r})"))
-        } else {
-            ApiError::bad_request(format!("could not read the request body: {r}"))
+/// An oversized body is read to its end (up to this much) before the 413 goes out, so the
+/// client, still sending, gets the answer instead of a reset connection.
+const DRAIN_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Reads a request body of at most `limit` bytes (`server.body_limit`).
+async fn body(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut buf = Vec::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        total = total.saturating_add(data.len());
+        if total <= limit {
+            buf.extend_from_slice(&data);
+        } else if total > DRAIN_LIMIT {
+            break;
         }
-    })
+    }
+    if total > limit {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the request body is over the limit of {limit} bytes (server.body_limit)"),
+        ));
+    }
+    Ok(buf)
 }
 
 fn format_of(headers: &HeaderMap) -> Result<Format, ApiError> {
@@ -137,7 +156,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     Ok(Some(k.to_owned()))
 }
 
-fn input(app: &App, headers: &HeaderMap, params: &CreateParams, bytes: Bytes) -> Result<Input, ApiError> {
+fn input(app: &App, headers: &HeaderMap, params: &CreateParams, bytes: Vec<u8>) -> Result<Input, ApiError> {
     let publish_at = params
         .publish_at
         .as_deref()
@@ -154,7 +173,7 @@ fn input(app: &App, headers: &HeaderMap, params: &CreateParams, bytes: Bytes) ->
         .map(|c| Category::parse(c).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_category", e.to_string())))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Input {
-        bytes: bytes.to_vec(),
+        bytes,
         format: format_of(headers)?,
         source: source_of(headers),
         idempotency_key: idempotency_key(headers)?,
@@ -205,9 +224,9 @@ pub async fn create(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     Query(params): Query<CreateParams>,
-    bytes: Result<Bytes, BytesRejection>,
+    bytes: Body,
 ) -> Result<Response, ApiError> {
-    let input = input(&app, &headers, &params, body(bytes)?)?;
+    let input = input(&app, &headers, &params, body(bytes, app.config.server.body_limit).await?)?;
     let out = app.ingest(input).await?;
     Ok(created(out.release, out.created))
 }
@@ -303,7 +322,7 @@ pub async fn correct(
     Path(id): Path<String>,
     headers: HeaderMap,
     Query(params): Query<CorrectionParams>,
-    bytes: Result<Bytes, BytesRejection>,
+    bytes: Body,
 ) -> Result<Response, ApiError> {
     let note = siar_model::text::collapse_whitespace(&params.note);
     if note.is_empty() || note.chars().count() > 1000 {
@@ -311,7 +330,7 @@ pub async fn correct(
     }
     let r = find(&app, &id)?;
     let create = CreateParams { publish_at: None, categories: None };
-    let input = input(&app, &headers, &create, body(bytes)?)?;
+    let input = input(&app, &headers, &create, body(bytes, app.config.server.body_limit).await?)?;
     let out = app.correct(r.id, input, &note).await?;
     Ok(created(out.release, out.created))
 }

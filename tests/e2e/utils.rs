@@ -1,0 +1,186 @@
+//! Starting and stopping the real daemon, and talking to it.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const TOKEN: &str = "test-token-5b1d";
+
+pub fn samples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/samples/releases")
+}
+
+pub fn sample(name: &str) -> Vec<u8> {
+    std::fs::read(samples().join(name)).unwrap()
+}
+
+pub fn siar_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_siar")
+}
+
+/// A running `siar serve` in its own directory. Dropping it kills the process.
+pub struct Daemon {
+    child: Option<Child>,
+    pub url: String,
+    pub dir: PathBuf,
+    pub stderr: Arc<Mutex<String>>,
+    config: Option<PathBuf>,
+}
+
+impl Daemon {
+    /// Starts siar in `dir` (store `dir/data`, inbox `dir/inbox`), with a fast drop-folder scan.
+    pub fn start(dir: &Path) -> Daemon {
+        Self::start_with(dir, None, &[])
+    }
+
+    pub fn start_with(dir: &Path, config: Option<&Path>, env: &[(&str, &str)]) -> Daemon {
+        let mut cmd = Command::new(siar_bin());
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
+        cmd.arg("serve")
+            .current_dir(dir)
+            .env_remove("SIAR_CONFIG")
+            .env_remove("SIAR_URL")
+            .env("SIAR_API_TOKEN", TOKEN)
+            .env("SIAR_SERVER_LISTEN", "127.0.0.1:0")
+            .env("SIAR_STORE_PATH", dir.join("data"))
+            .env("SIAR_INGEST_INBOX", dir.join("inbox"))
+            .env("SIAR_INGEST_SCAN_INTERVAL_MS", "100")
+            .env("SIAR_INGEST_SETTLE_MS", "300")
+            .env("SIAR_LOG", "info,sled=warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start siar");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let err_pipe = child.stderr.take().unwrap();
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err_pipe).lines().map_while(Result::ok) {
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("listening on ") {
+                    let _ = tx.send(url.to_owned());
+                }
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(u) => u,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("siar did not start:\n{}", stderr.lock().unwrap());
+            }
+        };
+        Daemon { child: Some(child), url, dir: dir.to_owned(), stderr, config: config.map(Path::to_owned) }
+    }
+
+    pub fn logs(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill9(mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM, then wait; returns the exit status.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let mut c = self.child.take().unwrap();
+        let st = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status().unwrap();
+        assert!(st.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                c.kill().unwrap();
+                panic!("siar did not stop within 20 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn client(&self) -> Api {
+        Api { base: self.url.clone(), http: reqwest::Client::new() }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub struct Api {
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.post(format!("{}{path}", self.base)).bearer_auth(TOKEN)
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.get(format!("{}{path}", self.base)).bearer_auth(TOKEN)
+    }
+
+    pub async fn post_text(&self, body: impl Into<reqwest::Body>) -> (u16, serde_json::Value) {
+        let r = self.post("/api/v1/releases").header("Content-Type", "text/plain").body(body).send().await.unwrap();
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = self.get(path).send().await.unwrap();
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+}
+
+/// Polls `f` every 50 ms until it returns `Some`, or panics after `secs` seconds.
+pub async fn eventually<T, F, Fut>(secs: u64, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A distinct, valid Kalsel release.
+pub fn release_text(n: usize) -> String {
+    format!(
+        "Rilis Uji Nomor {n}\n\nBANJARBARU – Pemerintah Provinsi Kalimantan Selatan menggelar kegiatan uji ke-{n}, Rabu (1/9).\n\n“Kegiatan ini penting,” ujar Kepala Dinas.\n\nKegiatan berlangsung lancar. (ASC/RH)\n"
+    )
+}
