@@ -13,14 +13,22 @@ fn siar(dir: &std::path::Path, url: &str, args: &[&str]) -> (bool, String, Strin
         .env_remove("SIAR_CONFIG")
         .output()
         .unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
 fn parse_prints_the_release_offline() {
     let dir = tempfile::tempdir().unwrap();
     let file = samples().join("kpu-kalsel-diskominfo.txt");
-    let (ok, out, err) = siar(dir.path(), "http://127.0.0.1:9", &["parse", file.to_str().unwrap()]);
+    let (ok, out, err) = siar(
+        dir.path(),
+        "http://127.0.0.1:9",
+        &["parse", file.to_str().unwrap()],
+    );
     assert!(ok, "{err}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["release"]["dateline"], "BANJARBARU");
@@ -29,9 +37,16 @@ fn parse_prints_the_release_offline() {
 
     let bad = dir.path().join("judul.txt");
     std::fs::write(&bad, "Hanya Judul\n").unwrap();
-    let (ok, _, err) = siar(dir.path(), "http://127.0.0.1:9", &["parse", bad.to_str().unwrap()]);
+    let (ok, _, err) = siar(
+        dir.path(),
+        "http://127.0.0.1:9",
+        &["parse", bad.to_str().unwrap()],
+    );
     assert!(!ok);
-    assert!(err.contains("judul.txt: line 1: the release has a title but no body text"), "{err}");
+    assert!(
+        err.contains("judul.txt: line 1: the release has a title but no body text"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -39,15 +54,30 @@ fn check_config_names_the_bad_key() {
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.toml");
     std::fs::write(&good, "[server]\nlisten = \"127.0.0.1:9999\"\n").unwrap();
-    let (ok, out, _) = siar(dir.path(), "", &["--config", good.to_str().unwrap(), "check-config"]);
+    let (ok, out, _) = siar(
+        dir.path(),
+        "",
+        &["--config", good.to_str().unwrap(), "check-config"],
+    );
     assert!(ok);
     assert!(out.contains("configuration OK"), "{out}");
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, "[publisher]\ntimezone = \"Mars/Olympus\"\n[feeds]\nitems = 0\n").unwrap();
-    let (ok, _, err) = siar(dir.path(), "", &["--config", bad.to_str().unwrap(), "check-config"]);
+    std::fs::write(
+        &bad,
+        "[publisher]\ntimezone = \"Mars/Olympus\"\n[feeds]\nitems = 0\n",
+    )
+    .unwrap();
+    let (ok, _, err) = siar(
+        dir.path(),
+        "",
+        &["--config", bad.to_str().unwrap(), "check-config"],
+    );
     assert!(!ok);
     assert!(err.contains("publisher.timezone: `Mars/Olympus`"), "{err}");
-    assert!(err.contains("feeds.items: must be between 1 and 1000"), "{err}");
+    assert!(
+        err.contains("feeds.items: must be between 1 and 1000"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -63,43 +93,109 @@ async fn release_commands_go_through_the_daemon() {
             siar(&work, &url, &a)
         })
     };
-    let kpu = samples().join("kpu-kalsel-diskominfo.txt").display().to_string();
+    let kpu = samples()
+        .join("kpu-kalsel-diskominfo.txt")
+        .display()
+        .to_string();
     let voli = samples().join("voli-polda.txt").display().to_string();
-    let (ok, out, err) = run(vec!["release".into(), "add".into(), kpu.clone(), voli.clone(), "--category".into(), "pemerintahan".into()]).await.unwrap();
+    let (ok, out, err) = run(vec![
+        "release".into(),
+        "add".into(),
+        kpu.clone(),
+        voli.clone(),
+        "--category".into(),
+        "pemerintahan".into(),
+    ])
+    .await
+    .unwrap();
     assert!(ok, "{err}");
     assert_eq!(out.matches(" created ").count(), 2, "{out}");
-    let id = out.lines().next().unwrap().split_whitespace().nth(1).unwrap().to_owned();
+    let id = out
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_owned();
 
-    let (ok, out, _) = run(vec!["release".into(), "add".into(), kpu.clone()]).await.unwrap();
+    let (ok, out, _) = run(vec!["release".into(), "add".into(), kpu.clone()])
+        .await
+        .unwrap();
     assert!(ok);
     assert!(out.contains(&format!("{id} already known")), "{out}");
 
     let (ok, out, _) = run(vec!["release".into(), "list".into()]).await.unwrap();
     assert!(ok);
-    assert!(out.contains("KPU Kalsel Sambangi") && out.contains("Polda Kalsel"), "{out}");
+    assert!(
+        out.contains("KPU Kalsel Sambangi") && out.contains("Polda Kalsel"),
+        "{out}"
+    );
 
-    let (ok, out, _) = run(vec!["release".into(), "show".into(), id.clone()]).await.unwrap();
+    let (ok, out, _) = run(vec!["release".into(), "show".into(), id.clone()])
+        .await
+        .unwrap();
     assert!(ok);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["provenance"]["source"]["kind"], "cli");
-    assert_eq!(v["content"]["categories"], serde_json::json!(["pemerintahan"]));
+    assert_eq!(
+        v["content"]["categories"],
+        serde_json::json!(["pemerintahan"])
+    );
 
     let fixed = dir.path().join("kpu-fixed.txt");
-    std::fs::write(&fixed, String::from_utf8(sample("kpu-kalsel-diskominfo.txt")).unwrap().replace("Edy Ariansyah", "Edy Ariyansyah")).unwrap();
-    let (ok, out, err) = run(vec!["release".into(), "correct".into(), id.clone(), fixed.display().to_string(), "--note".into(), "Ejaan nama diperbaiki".into()]).await.unwrap();
+    std::fs::write(
+        &fixed,
+        String::from_utf8(sample("kpu-kalsel-diskominfo.txt"))
+            .unwrap()
+            .replace("Edy Ariansyah", "Edy Ariyansyah"),
+    )
+    .unwrap();
+    let (ok, out, err) = run(vec![
+        "release".into(),
+        "correct".into(),
+        id.clone(),
+        fixed.display().to_string(),
+        "--note".into(),
+        "Ejaan nama diperbaiki".into(),
+    ])
+    .await
+    .unwrap();
     assert!(ok, "{err}");
     assert!(out.contains("now version 2"), "{out}");
 
-    let (ok, out, _) = run(vec!["release".into(), "retract".into(), id.clone(), "--reason".into(), "Ditarik".into()]).await.unwrap();
+    let (ok, out, _) = run(vec![
+        "release".into(),
+        "retract".into(),
+        id.clone(),
+        "--reason".into(),
+        "Ditarik".into(),
+    ])
+    .await
+    .unwrap();
     assert!(ok);
     assert!(out.contains("retracted"));
 
-    let (ok, _, err) = run(vec!["release".into(), "show".into(), "01J8ZQ4G5N6W4P8Y2D9T3K7M1C".into()]).await.unwrap();
+    let (ok, _, err) = run(vec![
+        "release".into(),
+        "show".into(),
+        "01J8ZQ4G5N6W4P8Y2D9T3K7M1C".into(),
+    ])
+    .await
+    .unwrap();
     assert!(!ok);
     assert!(err.contains("404 not_found"), "{err}");
 
     // Unreachable daemon: a clear error, exit 1.
-    let (ok, _, err) = tokio::task::spawn_blocking(|| siar(std::path::Path::new("."), "http://127.0.0.1:9", &["release", "list"])).await.unwrap();
+    let (ok, _, err) = tokio::task::spawn_blocking(|| {
+        siar(
+            std::path::Path::new("."),
+            "http://127.0.0.1:9",
+            &["release", "list"],
+        )
+    })
+    .await
+    .unwrap();
     assert!(!ok);
     assert!(err.contains("cannot reach siar"), "{err}");
 }

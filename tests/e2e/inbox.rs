@@ -53,10 +53,17 @@ async fn dropped_files_are_ingested_or_rejected_with_a_reason() {
     assert_eq!(count(&api).await, 1);
     let (_, page) = api.get_json("/api/v1/releases").await;
     let r = &page["items"][0];
-    assert_eq!(r["provenance"]["source"], serde_json::json!({"kind": "file", "name": "geopark.txt"}));
+    assert_eq!(
+        r["provenance"]["source"],
+        serde_json::json!({"kind": "file", "name": "geopark.txt"})
+    );
     assert_eq!(r["content"]["dateline"], "BANJARMASIN");
     // Nothing is left in the inbox itself.
-    let left: Vec<_> = std::fs::read_dir(&inbox).unwrap().flatten().filter(|e| e.path().is_file()).collect();
+    let left: Vec<_> = std::fs::read_dir(&inbox)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_file())
+        .collect();
     assert!(left.is_empty(), "{left:?}");
 }
 
@@ -87,7 +94,10 @@ async fn half_written_files_are_never_read() {
     let (a, b) = voli.split_at(voli.len() / 2);
     std::fs::write(&slow, a).unwrap();
     tokio::time::sleep(Duration::from_millis(150)).await;
-    let mut f = std::fs::OpenOptions::new().append(true).open(&slow).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&slow)
+        .unwrap();
     std::io::Write::write_all(&mut f, b).unwrap();
     drop(f);
     wait_for(&inbox.join("done/voli.txt"), 15).await;
@@ -96,7 +106,10 @@ async fn half_written_files_are_never_read() {
     let items = page["items"].as_array().unwrap();
     assert_eq!(items.len(), 2);
     for r in items {
-        assert!(!r["content"]["closing_codes"].as_array().unwrap().is_empty(), "read whole: {r}");
+        assert!(
+            !r["content"]["closing_codes"].as_array().unwrap().is_empty(),
+            "read whole: {r}"
+        );
     }
 }
 
@@ -123,7 +136,11 @@ async fn a_restart_never_ingests_a_file_twice() {
         }
     })
     .await;
-    assert_eq!(count(&api).await, 1, "the same file must map to the same release");
+    assert_eq!(
+        count(&api).await,
+        1,
+        "the same file must map to the same release"
+    );
     let (_, page) = api.get_json("/api/v1/releases").await;
     let r: &Value = &page["items"][0];
     assert_eq!(r["version"], 1);

@@ -2,6 +2,8 @@
 //! disk, real HTTP peers. One test binary (like svix-server's `tests/it`), one module per
 //! capability, shared helpers in `utils`.
 
+#![allow(clippy::unwrap_used)] // Test helpers: a panic is a failed test.
+
 mod utils;
 
 mod api;

@@ -31,9 +31,14 @@ async fn a_future_release_waits_then_publishes() {
         (r["status"] == "published").then_some(r)
     })
     .await;
-    let publish_at = chrono::DateTime::parse_from_rfc3339(published["publish_at"].as_str().unwrap()).unwrap();
-    let published_at = chrono::DateTime::parse_from_rfc3339(published["published_at"].as_str().unwrap()).unwrap();
-    assert!(published_at >= publish_at, "published early: {published_at} < {publish_at}");
+    let publish_at =
+        chrono::DateTime::parse_from_rfc3339(published["publish_at"].as_str().unwrap()).unwrap();
+    let published_at =
+        chrono::DateTime::parse_from_rfc3339(published["published_at"].as_str().unwrap()).unwrap();
+    assert!(
+        published_at >= publish_at,
+        "published early: {published_at} < {publish_at}"
+    );
 }
 
 #[tokio::test]
@@ -70,9 +75,17 @@ async fn a_release_due_while_down_is_published_late_once_at_start_up() {
         let new = NewRelease {
             content,
             publish_at: now - Duration::hours(1),
-            provenance: Provenance { source: Source::Api, content_hash: "late".into(), received_at: now, idempotency_key: None },
+            provenance: Provenance {
+                source: Source::Api,
+                content_hash: "late".into(),
+                received_at: now,
+                idempotency_key: None,
+            },
         };
-        let r = store.ingest(new, now - Duration::hours(2), &()).unwrap().release;
+        let r = store
+            .ingest(new, now - Duration::hours(2), &())
+            .unwrap()
+            .release;
         store.flush_blocking().unwrap();
         r.id
     };
@@ -83,17 +96,34 @@ async fn a_release_due_while_down_is_published_late_once_at_start_up() {
         (r["status"] == "published").then_some(r)
     })
     .await;
-    let published_at = chrono::DateTime::parse_from_rfc3339(r["published_at"].as_str().unwrap()).unwrap();
+    let published_at =
+        chrono::DateTime::parse_from_rfc3339(r["published_at"].as_str().unwrap()).unwrap();
     assert!(published_at >= now, "published at start-up, not before");
-    eventually(5, "a log line about the late publication", || async { d.logs().contains("Published late").then_some(()) }).await;
+    eventually(5, "a log line about the late publication", || async {
+        d.logs().contains("Published late").then_some(())
+    })
+    .await;
     let (_, audit) = api.get_json(&format!("/api/v1/audit?release={id}")).await;
-    let publishes = audit["items"].as_array().unwrap().iter().filter(|e| e["action"] == "publish").count();
+    let publishes = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "publish")
+        .count();
     assert_eq!(publishes, 1);
     // A restart does not publish it again.
     let status = d.terminate();
     assert!(status.success());
     let d = Daemon::start(dir.path());
-    let (_, audit) = d.client().get_json(&format!("/api/v1/audit?release={id}")).await;
-    let publishes = audit["items"].as_array().unwrap().iter().filter(|e| e["action"] == "publish").count();
+    let (_, audit) = d
+        .client()
+        .get_json(&format!("/api/v1/audit?release={id}"))
+        .await;
+    let publishes = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "publish")
+        .count();
     assert_eq!(publishes, 1);
 }

@@ -20,11 +20,22 @@ struct Feed {
 async fn serve_feed(State(feed): State<Arc<Mutex<Feed>>>, headers: HeaderMap) -> Response {
     let mut f = feed.lock().unwrap();
     f.requests += 1;
-    if headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) == Some(f.etag.as_str()) {
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        == Some(f.etag.as_str())
+    {
         f.not_modified += 1;
         return (StatusCode::NOT_MODIFIED, [(header::ETAG, f.etag.clone())]).into_response();
     }
-    ([(header::CONTENT_TYPE, "application/rss+xml".to_owned()), (header::ETAG, f.etag.clone())], f.xml.clone()).into_response()
+    (
+        [
+            (header::CONTENT_TYPE, "application/rss+xml".to_owned()),
+            (header::ETAG, f.etag.clone()),
+        ],
+        f.xml.clone(),
+    )
+        .into_response()
 }
 
 fn rss(items: &[(&str, &str, &str)]) -> String {
@@ -54,7 +65,9 @@ async fn new_items_become_releases_and_changed_items_corrections() {
     }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let app = axum::Router::new().route("/feed.xml", axum::routing::get(serve_feed)).with_state(feed.clone());
+    let app = axum::Router::new()
+        .route("/feed.xml", axum::routing::get(serve_feed))
+        .with_state(feed.clone());
     let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
 
     let dir = tempfile::tempdir().unwrap();
@@ -74,13 +87,22 @@ async fn new_items_become_releases_and_changed_items_corrections() {
         (rs.len() == 1).then(|| rs[0].clone())
     })
     .await;
-    assert_eq!(first["provenance"]["source"], serde_json::json!({"kind": "upstream", "name": "mc", "guid": "a-1"}));
+    assert_eq!(
+        first["provenance"]["source"],
+        serde_json::json!({"kind": "upstream", "name": "mc", "guid": "a-1"})
+    );
     assert_eq!(first["content"]["title"], "Gubernur Tinjau Banjir");
     assert_eq!(first["content"]["dateline"], "BANJARMASIN");
-    assert_eq!(first["content"]["categories"], serde_json::json!(["pemerintahan"]));
+    assert_eq!(
+        first["content"]["categories"],
+        serde_json::json!(["pemerintahan"])
+    );
 
     // Conditional GET: unchanged polls get 304 and change nothing.
-    eventually(15, "a 304 from the upstream", || async { (feed.lock().unwrap().not_modified >= 2).then_some(()) }).await;
+    eventually(15, "a 304 from the upstream", || async {
+        (feed.lock().unwrap().not_modified >= 2).then_some(())
+    })
+    .await;
     assert_eq!(releases(&api).await.len(), 1);
 
     // The item changes and a new one appears.
@@ -100,15 +122,24 @@ async fn new_items_become_releases_and_changed_items_corrections() {
     })
     .await;
     let (_, a) = api.get_json(&format!("/api/v1/releases/{id}")).await;
-    assert_eq!(a["correction_notes"], serde_json::json!(["Diperbarui oleh sumber mc"]));
-    assert!(a["content"]["body"][0].as_str().unwrap().contains("tiga kecamatan"));
+    assert_eq!(
+        a["correction_notes"],
+        serde_json::json!(["Diperbarui oleh sumber mc"])
+    );
+    assert!(a["content"]["body"][0]
+        .as_str()
+        .unwrap()
+        .contains("tiga kecamatan"));
 
     // A restart polls again and duplicates nothing.
     assert!(d.terminate().success());
     let before = feed.lock().unwrap().requests;
     let d = Daemon::start_with(dir.path(), Some(&config), &[]);
     let api = d.client();
-    eventually(15, "two more polls after the restart", || async { (feed.lock().unwrap().requests >= before + 2).then_some(()) }).await;
+    eventually(15, "two more polls after the restart", || async {
+        (feed.lock().unwrap().requests >= before + 2).then_some(())
+    })
+    .await;
     let rs = releases(&api).await;
     assert_eq!(rs.len(), 2);
     assert!(rs.iter().all(|r| r["version"].as_u64().unwrap() <= 2));

@@ -86,7 +86,13 @@ impl Daemon {
                 panic!("siar did not start:\n{}", stderr.lock().unwrap());
             }
         };
-        Daemon { child: Some(child), url, dir: dir.to_owned(), stderr, config: config.map(Path::to_owned) }
+        Daemon {
+            child: Some(child),
+            url,
+            dir: dir.to_owned(),
+            stderr,
+            config: config.map(Path::to_owned),
+        }
     }
 
     pub fn logs(&self) -> String {
@@ -104,7 +110,11 @@ impl Daemon {
     /// SIGTERM, then wait; returns the exit status.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let mut c = self.child.take().unwrap();
-        let st = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status().unwrap();
+        let st = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status()
+            .unwrap();
         assert!(st.success());
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -120,7 +130,10 @@ impl Daemon {
     }
 
     pub fn client(&self) -> Api {
-        Api { base: self.url.clone(), http: reqwest::Client::new() }
+        Api {
+            base: self.url.clone(),
+            http: reqwest::Client::new(),
+        }
     }
 }
 
@@ -140,15 +153,25 @@ pub struct Api {
 
 impl Api {
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
-        self.http.post(format!("{}{path}", self.base)).bearer_auth(TOKEN)
+        self.http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(TOKEN)
     }
 
     pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
-        self.http.get(format!("{}{path}", self.base)).bearer_auth(TOKEN)
+        self.http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(TOKEN)
     }
 
     pub async fn post_text(&self, body: impl Into<reqwest::Body>) -> (u16, serde_json::Value) {
-        let r = self.post("/api/v1/releases").header("Content-Type", "text/plain").body(body).send().await.unwrap();
+        let r = self
+            .post("/api/v1/releases")
+            .header("Content-Type", "text/plain")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
         let s = r.status().as_u16();
         (s, r.json().await.unwrap_or(serde_json::Value::Null))
     }

@@ -12,13 +12,11 @@ static TAG: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(r"(?i)</?[a-z][a-z0-9-]*(?:\s[^<>]*)?/?>|<!--").expect("static regex")
 });
 
-static LANGUAGE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*$").expect("static regex")
-});
+static LANGUAGE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*$").expect("static regex"));
 
-static MEDIA_TYPE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^[a-z]+/[a-z0-9][a-z0-9.+\-]*$").expect("static regex")
-});
+static MEDIA_TYPE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"^[a-z]+/[a-z0-9][a-z0-9.+\-]*$").expect("static regex"));
 
 /// Plain text with the markup taken out (elements such as `<script>` with their content),
 /// or `None` when the text had no markup.
@@ -64,7 +62,9 @@ impl Cleaner {
     }
 
     fn opt(&mut self, s: &Option<String>) -> Option<String> {
-        s.as_deref().map(|s| self.field(s)).filter(|s| !s.is_empty())
+        s.as_deref()
+            .map(|s| self.field(s))
+            .filter(|s| !s.is_empty())
     }
 }
 
@@ -92,10 +92,25 @@ pub(crate) fn finish(c: &mut ReleaseContent, ctx: &ParseContext) -> Result<(), P
             "the title is {n} characters long; at most {MAX_TITLE_CHARS} are allowed"
         )));
     }
-    c.captions = c.captions.iter().map(|s| k.field(s)).filter(|s| !s.is_empty()).collect();
+    c.captions = c
+        .captions
+        .iter()
+        .map(|s| k.field(s))
+        .filter(|s| !s.is_empty())
+        .collect();
     c.dateline = k.opt(&c.dateline);
-    c.body = c.body.iter().map(|s| k.field(s)).filter(|s| !s.is_empty()).collect();
-    c.closing_codes = c.closing_codes.iter().map(|s| k.field(s)).filter(|s| !s.is_empty()).collect();
+    c.body = c
+        .body
+        .iter()
+        .map(|s| k.field(s))
+        .filter(|s| !s.is_empty())
+        .collect();
+    c.closing_codes = c
+        .closing_codes
+        .iter()
+        .map(|s| k.field(s))
+        .filter(|s| !s.is_empty())
+        .collect();
     c.source_agency = k.opt(&c.source_agency);
     c.footer = k.opt(&c.footer);
     if let Some(html) = &c.body_html {
@@ -105,7 +120,9 @@ pub(crate) fn finish(c: &mut ReleaseContent, ctx: &ParseContext) -> Result<(), P
         c.body_html = Some(clean).filter(|h| !h.trim().is_empty());
     }
     if c.body.is_empty() && c.body_html.is_none() {
-        return Err(ParseError::invalid("the release has a title but no body text"));
+        return Err(ParseError::invalid(
+            "the release has a title but no body text",
+        ));
     }
     let mut seen = BTreeSet::new();
     c.categories.retain(|cat| seen.insert(cat.clone()));
@@ -134,7 +151,10 @@ pub(crate) fn finish(c: &mut ReleaseContent, ctx: &ParseContext) -> Result<(), P
     if k.forbidden > 0 {
         c.warnings.push(Warning::new(
             "forbidden_characters",
-            format!("removed {} control character(s) that XML 1.0 forbids", k.forbidden),
+            format!(
+                "removed {} control character(s) that XML 1.0 forbids",
+                k.forbidden
+            ),
             None,
         ));
     }
@@ -178,7 +198,9 @@ mod tests {
 
     #[test]
     fn html_is_sanitised() {
-        let h = sanitise_html("<p onclick=\"x()\">Hi <a href=\"https://a.id\">a</a></p><script>bad()</script>");
+        let h = sanitise_html(
+            "<p onclick=\"x()\">Hi <a href=\"https://a.id\">a</a></p><script>bad()</script>",
+        );
         assert!(!h.contains("onclick") && !h.contains("script"), "{h}");
         assert!(h.contains("rel=\"noopener noreferrer\""), "{h}");
     }

@@ -14,8 +14,7 @@ const LOOKBACK_YEARS: i32 = 10;
 const LOOKAHEAD_DAYS: i64 = 7;
 
 const WEEKDAYS: &str = r"senin|selasa|rabu|kamis|jum['’]?at|sabtu|minggu|ahad";
-const MONTHS: &str =
-    r"januari|februari|pebruari|maret|april|mei|juni|juli|agustus|september|oktober|nopember|november|desember";
+const MONTHS: &str = r"januari|februari|pebruari|maret|april|mei|juni|juli|agustus|september|oktober|nopember|november|desember";
 
 static NUMERIC: LazyLock<Regex> = LazyLock::new(|| {
     Regex::new(&format!(
@@ -37,7 +36,13 @@ static TIME_AFTER: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 fn weekday(name: &str) -> Weekday {
-    match name.to_lowercase().chars().take(3).collect::<String>().as_str() {
+    match name
+        .to_lowercase()
+        .chars()
+        .take(3)
+        .collect::<String>()
+        .as_str()
+    {
         "sen" => Weekday::Mon,
         "sel" => Weekday::Tue,
         "rab" => Weekday::Wed,
@@ -59,7 +64,10 @@ fn month(name: &str) -> u32 {
     if n.starts_with("nop") {
         return 11;
     }
-    months.iter().position(|m| n.starts_with(m)).map_or(1, |i| i as u32 + 1)
+    months
+        .iter()
+        .position(|m| n.starts_with(m))
+        .map_or(1, |i| i as u32 + 1)
 }
 
 pub(crate) fn weekday_name(w: Weekday) -> &'static str {
@@ -218,10 +226,15 @@ pub fn parse_when(input: &str, tz: chrono_tz::Tz) -> Result<DateTime<Utc>, WhenE
         input: input.chars().take(60).collect(),
         zone: tz.name().to_owned(),
     };
-    let local = ["%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"]
-        .iter()
-        .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
-        .ok_or_else(err)?;
+    let local = [
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%dT%H:%M:%S",
+    ]
+    .iter()
+    .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+    .ok_or_else(err)?;
     tz.from_local_datetime(&local)
         .single()
         .map(|dt| dt.with_timezone(&Utc))
@@ -245,8 +258,16 @@ mod tests {
     fn year_is_inferred_from_the_weekday() {
         let cases = [
             // (text, date, source) — from the samples and real releases.
-            ("Diskominfo Kalsel, Rabu (1/9).", "2021-09-01", YearSource::Weekday),
-            ("pada Kamis (15/2) mengatakan", "2024-02-15", YearSource::Weekday),
+            (
+                "Diskominfo Kalsel, Rabu (1/9).",
+                "2021-09-01",
+                YearSource::Weekday,
+            ),
+            (
+                "pada Kamis (15/2) mengatakan",
+                "2024-02-15",
+                YearSource::Weekday,
+            ),
             ("Senin (23/11) pagi", "2026-11-23", YearSource::Weekday),
             ("Jum'at (27/11)", "2026-11-27", YearSource::Weekday),
             ("Selasa (1/12)", "2026-12-01", YearSource::Weekday),
@@ -309,7 +330,9 @@ mod tests {
             "2026-11-30T22:00:00+00:00"
         );
         assert_eq!(
-            parse_when("2026-12-01T06:00:00+07:00", tz).unwrap().to_rfc3339(),
+            parse_when("2026-12-01T06:00:00+07:00", tz)
+                .unwrap()
+                .to_rfc3339(),
             "2026-11-30T23:00:00+00:00"
         );
         let e = parse_when("besok pagi", tz).unwrap_err();

@@ -135,7 +135,11 @@ mod tests {
 
     #[test]
     fn bom_crlf_and_nbsp_are_normalised() {
-        let d = decode(b"\xEF\xBB\xBFJudul\r\n\r\nA\xC2\xA0\xE2\x80\x93 b\r\n", 1000).unwrap();
+        let d = decode(
+            b"\xEF\xBB\xBFJudul\r\n\r\nA\xC2\xA0\xE2\x80\x93 b\r\n",
+            1000,
+        )
+        .unwrap();
         assert_eq!(d.text, "Judul\n\nA \u{2013} b\n");
         assert!(d.warnings.is_empty());
     }
@@ -145,10 +149,17 @@ mod tests {
         // "Kabupaten Banjar – “Wali”" in Windows-1252: 0x96 en dash, 0x93/0x94 quotes.
         let bytes = b"Judul\n\nBANJAR \x96 \x93Wali\x94 kota.";
         let d = decode(bytes, 1000).unwrap();
-        assert_eq!(d.text, "Judul\n\nBANJAR \u{2013} \u{201c}Wali\u{201d} kota.");
+        assert_eq!(
+            d.text,
+            "Judul\n\nBANJAR \u{2013} \u{201c}Wali\u{201d} kota."
+        );
         assert_eq!(d.warnings.len(), 1);
         assert_eq!(d.warnings[0].code, "legacy_encoding");
-        assert!(d.warnings[0].message.contains("offset 14"), "{}", d.warnings[0].message);
+        assert!(
+            d.warnings[0].message.contains("offset 14"),
+            "{}",
+            d.warnings[0].message
+        );
         assert_eq!(d.warnings[0].line, Some(3));
     }
 
@@ -170,11 +181,17 @@ mod tests {
             Err(ParseError::Binary { offset: 4, .. })
         ));
         let junk: Vec<u8> = (0..4096u32).map(|i| (i * 7919 % 251) as u8 + 1).collect();
-        assert!(matches!(decode(&junk, 10_000), Err(ParseError::Binary { .. })));
+        assert!(matches!(
+            decode(&junk, 10_000),
+            Err(ParseError::Binary { .. })
+        ));
         assert_eq!(decode(b" \n\r\n\t ", 1000).err(), Some(ParseError::Empty));
         assert_eq!(
             decode(&[b'a'; 2000], 1000).err(),
-            Some(ParseError::TooLarge { size: 2000, limit: 1000 })
+            Some(ParseError::TooLarge {
+                size: 2000,
+                limit: 1000
+            })
         );
     }
 }

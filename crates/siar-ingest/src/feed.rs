@@ -95,7 +95,10 @@ fn atom_entry(e: &atom_syndication::Entry) -> FeedItem {
             .filter(|l| l.rel() == "enclosure")
             .map(|l| Attachment {
                 url: l.href().to_owned(),
-                media_type: l.mime_type().unwrap_or("application/octet-stream").to_owned(),
+                media_type: l
+                    .mime_type()
+                    .unwrap_or("application/octet-stream")
+                    .to_owned(),
                 caption: None,
                 credit: None,
                 length: l.length().and_then(|n| n.parse().ok()),
@@ -173,7 +176,13 @@ mod tests {
         let c = &p.content;
         assert_eq!(c.title, "Gubernur Resmikan Jembatan");
         assert_eq!(c.dateline.as_deref(), Some("BANJARMASIN"));
-        assert_eq!(c.body, ["Gubernur meresmikan jembatan, Rabu (1/9).", "Warga menyambut baik."]);
+        assert_eq!(
+            c.body,
+            [
+                "Gubernur meresmikan jembatan, Rabu (1/9).",
+                "Warga menyambut baik."
+            ]
+        );
         assert_eq!(c.closing_codes, ["MC", "RH"]);
         assert_eq!(c.categories[0].as_str(), "infrastruktur");
         assert_eq!(c.attachments[0].length, Some(1234));

@@ -30,7 +30,9 @@ pub(crate) enum OneOrMany {
 impl OneOrMany {
     fn into_vec(self, split_commas: bool) -> Vec<String> {
         match self {
-            OneOrMany::One(s) if split_commas => s.split(',').map(|p| p.trim().to_owned()).collect(),
+            OneOrMany::One(s) if split_commas => {
+                s.split(',').map(|p| p.trim().to_owned()).collect()
+            }
             OneOrMany::One(s) => vec![s],
             OneOrMany::Many(v) => v,
         }
@@ -144,9 +146,15 @@ pub(crate) fn parse(
             let body = match fields.body.take() {
                 Some(OneOrMany::Many(v)) => v,
                 Some(OneOrMany::One(s)) => {
-                    let lines: Vec<(usize, &str)> =
-                        s.lines().enumerate().map(|(i, l)| (i + 1, l.trim())).collect();
-                    kalsel::paragraphs(&lines).into_iter().map(|p| p.text).collect()
+                    let lines: Vec<(usize, &str)> = s
+                        .lines()
+                        .enumerate()
+                        .map(|(i, l)| (i + 1, l.trim()))
+                        .collect();
+                    kalsel::paragraphs(&lines)
+                        .into_iter()
+                        .map(|p| p.text)
+                        .collect()
                 }
                 None => Vec::new(),
             };
@@ -179,10 +187,16 @@ mod tests {
         assert_eq!(c.title, "Judul Baris Dua");
         assert_eq!(c.body, ["Satu.", "Dua ."]);
         assert_eq!(c.categories.len(), 2);
-        assert_eq!(c.event_date.as_ref().unwrap().date.to_string(), "2021-09-01");
+        assert_eq!(
+            c.event_date.as_ref().unwrap().date.to_string(),
+            "2021-09-01"
+        );
         assert!(c.warnings.iter().any(|w| w.code == "title_whitespace"));
         assert!(c.warnings.iter().any(|w| w.code == "markup_removed"));
-        assert_eq!(p.publish_at.unwrap().to_rfc3339(), "2026-11-30T22:00:00+00:00");
+        assert_eq!(
+            p.publish_at.unwrap().to_rfc3339(),
+            "2026-11-30T22:00:00+00:00"
+        );
     }
 
     #[test]
@@ -191,7 +205,9 @@ mod tests {
             "text": "Judul\n\nBANJARBARU – Isi, Rabu (1/9).\n\nAkhir. (ASC/RH)",
             "categories": ["pemilu"]
         });
-        let c = parse(j.to_string().as_bytes(), Format::Json, &ctx()).unwrap().content;
+        let c = parse(j.to_string().as_bytes(), Format::Json, &ctx())
+            .unwrap()
+            .content;
         assert_eq!(c.dateline.as_deref(), Some("BANJARBARU"));
         assert_eq!(c.closing_codes, ["ASC", "RH"]);
         assert_eq!(c.categories[0].as_str(), "pemilu");
@@ -199,13 +215,23 @@ mod tests {
 
     #[test]
     fn json_errors_name_the_problem() {
-        let e = |s: &str| parse(s.as_bytes(), Format::Json, &ctx()).unwrap_err().to_string();
+        let e = |s: &str| {
+            parse(s.as_bytes(), Format::Json, &ctx())
+                .unwrap_err()
+                .to_string()
+        };
         assert!(e("{\"title\": \"A\",\n \"bdy\": \"x\"}").contains("line 2"));
         assert!(e("{\"title\": \"A\",\n \"bdy\": \"x\"}").contains("bdy"));
         assert!(e("{\"title\": \"A\"}").contains("no body"));
         assert!(e("{\"body\": \"x\"}").contains("no title"));
         assert!(e("[1,2]").contains("invalid JSON release"));
-        assert!(e("{\"title\": \"A\", \"body\": \"x\", \"publish_at\": \"kapan-kapan\"}").contains("publish_at"));
-        assert!(e("{\"title\": \"A\", \"body\": \"x\", \"language\": \"bahasa indonesia\"}").contains("language"));
+        assert!(
+            e("{\"title\": \"A\", \"body\": \"x\", \"publish_at\": \"kapan-kapan\"}")
+                .contains("publish_at")
+        );
+        assert!(
+            e("{\"title\": \"A\", \"body\": \"x\", \"language\": \"bahasa indonesia\"}")
+                .contains("language")
+        );
     }
 }

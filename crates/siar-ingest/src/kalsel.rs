@@ -98,8 +98,8 @@ pub(crate) fn parse(text: &str, ctx: &ParseContext) -> Result<ReleaseContent, Pa
 }
 
 const JOINING_WORDS: &[&str] = &[
-    "dan", "atau", "yang", "di", "ke", "dari", "untuk", "dengan", "oleh", "pada", "serta",
-    "bahwa", "dalam", "para", "sebagai", "bagi", "kepada", "karena", "agar", "the", "of", "and",
+    "dan", "atau", "yang", "di", "ke", "dari", "untuk", "dengan", "oleh", "pada", "serta", "bahwa",
+    "dalam", "para", "sebagai", "bagi", "kepada", "karena", "agar", "the", "of", "and",
 ];
 
 fn ends_sentence(s: &str) -> bool {
@@ -175,8 +175,10 @@ static INITIALS: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"^[A-Z0-9]{1,8}$").expect("static regex"));
 
 static AGENCY_CODE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"^(?P<agency>[A-Z][A-Za-z0-9.]*(?:[ .][A-Za-z0-9.]+){0,3})-(?P<code>[A-Z0-9]{1,8})$")
-        .expect("static regex")
+    Regex::new(
+        r"^(?P<agency>[A-Z][A-Za-z0-9.]*(?:[ .][A-Za-z0-9.]+){0,3})-(?P<code>[A-Z0-9]{1,8})$",
+    )
+    .expect("static regex")
 });
 
 static AGENCY: LazyLock<Regex> = LazyLock::new(|| {
@@ -291,7 +293,10 @@ fn looks_like_caption(text: &str) -> bool {
             Some('.' | '!' | '?' | '…' | ':' | ';' | ',' | '”' | '"' | '’')
         )
         && !text.contains(['“', '”', '"'])
-        && text.chars().next().is_some_and(|c| c.is_uppercase() || c.is_ascii_digit())
+        && text
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_uppercase() || c.is_ascii_digit())
         && dateline(text).is_none()
 }
 

@@ -70,7 +70,12 @@ impl Format {
 
     /// The format an HTTP `Content-Type` names (parameters such as `charset` are ignored).
     pub fn from_content_type(ct: &str) -> Option<Format> {
-        let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let essence = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         match essence.as_str() {
             "text/plain" => Some(Format::Kalsel),
             "text/markdown" | "text/x-markdown" => Some(Format::Markdown),

@@ -88,12 +88,12 @@ pub(crate) fn parse(
 ) -> Result<(ReleaseContent, Option<DateTime<Utc>>), ParseError> {
     let (fm, body, first_line) = split_front_matter(text)?;
     let fields: Fields = match fm {
-        Some(fm) if !fm.trim().is_empty() => serde_yaml_ng::from_str(fm).map_err(|e| {
-            ParseError::Invalid {
+        Some(fm) if !fm.trim().is_empty() => {
+            serde_yaml_ng::from_str(fm).map_err(|e| ParseError::Invalid {
                 line: e.location().map(|l| l.line() + 1),
                 message: format!("front matter: {e}"),
-            }
-        })?,
+            })?
+        }
         _ => Fields::default(),
     };
     if fields.text.is_some() || fields.body.is_some() || fields.body_html.is_some() {
@@ -132,7 +132,10 @@ pub(crate) fn parse(
         ));
     };
     if blocks.is_empty() {
-        return Err(ParseError::at(first_line, "the release has a title but no body text"));
+        return Err(ParseError::at(
+            first_line,
+            "the release has a title but no body text",
+        ));
     }
 
     let mut any_markup = false;
@@ -153,7 +156,9 @@ pub(crate) fn parse(
             .map(|(i, _)| {
                 let raw = blocks[*i].1.trim_end();
                 match (&a.codes_suffix, Some(*i) == last) {
-                    (Some(suffix), true) => raw.strip_suffix(suffix.as_str()).unwrap_or(raw).to_owned(),
+                    (Some(suffix), true) => {
+                        raw.strip_suffix(suffix.as_str()).unwrap_or(raw).to_owned()
+                    }
                     _ => raw.to_owned(),
                 }
             })
@@ -204,23 +209,40 @@ mod tests {
         let p = parse(md.as_bytes(), Format::Markdown, &ctx()).unwrap();
         let c = &p.content;
         assert_eq!(c.title, "Pemprov Gelar Rakor");
-        assert_eq!(c.categories.iter().map(|c| c.as_str()).collect::<Vec<_>>(), ["pemerintahan", "ekonomi"]);
-        assert_eq!(p.publish_at.unwrap().to_rfc3339(), "2026-11-30T22:00:00+00:00");
+        assert_eq!(
+            c.categories.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+            ["pemerintahan", "ekonomi"]
+        );
+        assert_eq!(
+            p.publish_at.unwrap().to_rfc3339(),
+            "2026-11-30T22:00:00+00:00"
+        );
         assert_eq!(c.attachments[0].caption.as_deref(), Some("Suasana rapat"));
         assert_eq!(c.attachments[0].credit.as_deref(), Some("MC Kalsel"));
         assert_eq!(c.dateline.as_deref(), Some("BANJARBARU"));
-        assert_eq!(c.body, ["Rapat penting digelar, Rabu (1/9).", "Rapat ditutup sore hari."]);
+        assert_eq!(
+            c.body,
+            [
+                "Rapat penting digelar, Rabu (1/9).",
+                "Rapat ditutup sore hari."
+            ]
+        );
         assert_eq!(c.captions, ["Suasana rapat koordinasi"]);
         assert_eq!(c.closing_codes, ["ASC", "RH"]);
         let html = c.body_html.as_deref().unwrap();
         assert!(html.contains("<strong>penting</strong>"), "{html}");
-        assert!(!html.contains("ASC/RH") && !html.contains("Suasana rapat koordinasi"), "{html}");
+        assert!(
+            !html.contains("ASC/RH") && !html.contains("Suasana rapat koordinasi"),
+            "{html}"
+        );
     }
 
     #[test]
     fn heading_is_the_title_and_raw_html_is_sanitised() {
         let md = "# Judul dari Heading\n\nBANJARMASIN – Isi <img src=x onerror=alert(1)> [tautan](https://kalselprov.go.id).\n";
-        let c = parse(md.as_bytes(), Format::Markdown, &ctx()).unwrap().content;
+        let c = parse(md.as_bytes(), Format::Markdown, &ctx())
+            .unwrap()
+            .content;
         assert_eq!(c.title, "Judul dari Heading");
         let html = c.body_html.unwrap();
         assert!(!html.contains("onerror"), "{html}");
@@ -234,9 +256,15 @@ mod tests {
         assert!(e.to_string().contains("categroies"), "{e}");
         assert_eq!(e.line(), Some(3));
         let unclosed = "---\ntitle: A\nIsi.\n";
-        assert!(parse(unclosed.as_bytes(), Format::Markdown, &ctx()).unwrap_err().to_string().contains("closing"));
+        assert!(parse(unclosed.as_bytes(), Format::Markdown, &ctx())
+            .unwrap_err()
+            .to_string()
+            .contains("closing"));
         let no_title = "Isi saja tanpa judul.\n";
-        assert!(matches!(parse(no_title.as_bytes(), Format::Markdown, &ctx()), Err(ParseError::Invalid { .. })));
+        assert!(matches!(
+            parse(no_title.as_bytes(), Format::Markdown, &ctx()),
+            Err(ParseError::Invalid { .. })
+        ));
         let bad_url = "---\ntitle: A\nattachments:\n  - url: javascript:alert(1)\n    type: image/png\n---\nIsi.\n";
         let e = parse(bad_url.as_bytes(), Format::Markdown, &ctx()).unwrap_err();
         assert!(e.to_string().contains("attachments[0]"), "{e}");

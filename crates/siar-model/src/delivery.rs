@@ -11,7 +11,9 @@ use crate::ids::{DeliveryId, ReleaseId};
 use crate::release::ReleaseContent;
 
 /// What happened to the release that this delivery announces.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Event {
     Published,
@@ -39,7 +41,9 @@ impl Event {
 }
 
 /// The work queue a delivery waits in; one kind of worker drains each.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Queue {
     /// Partner webhooks.
@@ -128,7 +132,9 @@ impl<'de> Deserialize<'de> for Target {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryStatus {
     /// Waiting for `due_at`.
@@ -208,7 +214,12 @@ pub struct Delivery {
 impl Delivery {
     /// The id receivers use to drop repeats: the same for every attempt of this delivery.
     pub fn stable_id(&self) -> String {
-        format!("{}.v{}.{}", self.release_id, self.version, self.event.as_str())
+        format!(
+            "{}.v{}.{}",
+            self.release_id,
+            self.version,
+            self.event.as_str()
+        )
     }
 }
 

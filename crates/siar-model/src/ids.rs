@@ -79,9 +79,11 @@ macro_rules! ulid_id {
         impl FromStr for $name {
             type Err = IdParseError;
             fn from_str(s: &str) -> Result<Self, Self::Err> {
-                Ulid::from_string(s.trim()).map(Self).map_err(|_| IdParseError {
-                    input: s.chars().take(64).collect(),
-                })
+                Ulid::from_string(s.trim())
+                    .map(Self)
+                    .map_err(|_| IdParseError {
+                        input: s.chars().take(64).collect(),
+                    })
             }
         }
 
@@ -98,7 +100,10 @@ fn rand_bits() -> u128 {
     Ulid::new().random()
 }
 
-ulid_id!(ReleaseId, "The permanent id of a release, given at first ingest.");
+ulid_id!(
+    ReleaseId,
+    "The permanent id of a release, given at first ingest."
+);
 ulid_id!(DeliveryId, "The id of one delivery in the outbox.");
 
 #[cfg(test)]

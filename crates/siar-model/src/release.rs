@@ -279,8 +279,14 @@ mod tests {
 
     #[test]
     fn categories_normalise_and_reject_empty() {
-        assert_eq!(Category::parse("Pemerintahan").unwrap().as_str(), "pemerintahan");
-        assert_eq!(Category::parse(" Olah Raga ").unwrap().as_str(), "olah-raga");
+        assert_eq!(
+            Category::parse("Pemerintahan").unwrap().as_str(),
+            "pemerintahan"
+        );
+        assert_eq!(
+            Category::parse(" Olah Raga ").unwrap().as_str(),
+            "olah-raga"
+        );
         assert!(Category::parse("!!!").is_err());
         let c: Category = serde_json::from_str("\"Sosial Budaya\"").unwrap();
         assert_eq!(c.as_str(), "sosial-budaya");

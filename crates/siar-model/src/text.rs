@@ -68,7 +68,10 @@ mod tests {
             slugify("KPU Kalsel Sambangi Diskominfo Kalsel", 80),
             "kpu-kalsel-sambangi-diskominfo-kalsel"
         );
-        assert_eq!(slugify("  Rp7 Miliar — “Dana” Desa!  ", 80), "rp7-miliar-dana-desa");
+        assert_eq!(
+            slugify("  Rp7 Miliar — “Dana” Desa!  ", 80),
+            "rp7-miliar-dana-desa"
+        );
         assert_eq!(slugify("abc def ghi", 6), "abc");
         assert_eq!(slugify("Café", 80), "cafe");
         assert_eq!(slugify("<script>", 80), "script");

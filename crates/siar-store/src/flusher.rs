@@ -29,24 +29,29 @@ impl Flusher {
     pub(crate) fn start(db: sled::Db) -> std::io::Result<Self> {
         let queue: Arc<(Mutex<Queue>, Condvar)> = Arc::default();
         let q = queue.clone();
-        let thread = std::thread::Builder::new().name("siar-flusher".into()).spawn(move || loop {
-            let batch = {
-                let (lock, cv) = &*q;
-                let mut guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-                while guard.waiters.is_empty() && !guard.closed {
-                    guard = cv.wait(guard).unwrap_or_else(|p| p.into_inner());
+        let thread = std::thread::Builder::new()
+            .name("siar-flusher".into())
+            .spawn(move || loop {
+                let batch = {
+                    let (lock, cv) = &*q;
+                    let mut guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+                    while guard.waiters.is_empty() && !guard.closed {
+                        guard = cv.wait(guard).unwrap_or_else(|p| p.into_inner());
+                    }
+                    if guard.waiters.is_empty() && guard.closed {
+                        return;
+                    }
+                    std::mem::take(&mut guard.waiters)
+                };
+                let result = db.flush().map(drop).map_err(|e| e.to_string());
+                for w in batch {
+                    let _ = w.send(result.clone());
                 }
-                if guard.waiters.is_empty() && guard.closed {
-                    return;
-                }
-                std::mem::take(&mut guard.waiters)
-            };
-            let result = db.flush().map(drop).map_err(|e| e.to_string());
-            for w in batch {
-                let _ = w.send(result.clone());
-            }
-        })?;
-        Ok(Self { queue, thread: Some(thread) })
+            })?;
+        Ok(Self {
+            queue,
+            thread: Some(thread),
+        })
     }
 
     /// Resolves once every write made before the call is on disk.
@@ -58,7 +63,8 @@ impl Flusher {
             guard.waiters.push(tx);
             cv.notify_one();
         }
-        rx.await.unwrap_or_else(|_| Err("the flusher thread stopped".into()))
+        rx.await
+            .unwrap_or_else(|_| Err("the flusher thread stopped".into()))
     }
 }
 

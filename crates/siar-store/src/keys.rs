@@ -18,7 +18,9 @@ use chrono::{DateTime, Utc};
 use siar_model::{Category, DeliveryId, DeliveryStatus, Event, Queue, ReleaseId, Target};
 
 pub(crate) fn ms(t: DateTime<Utc>) -> [u8; 8] {
-    u64::try_from(t.timestamp_millis()).unwrap_or(0).to_be_bytes()
+    u64::try_from(t.timestamp_millis())
+        .unwrap_or(0)
+        .to_be_bytes()
 }
 
 fn cat(parts: &[&[u8]]) -> Vec<u8> {

@@ -91,15 +91,20 @@ impl Store {
                 op: "opening the store",
                 message: format!("{}: {e}", path.display()),
             })?;
-        let tree = |name: &str| db.open_tree(name).map_err(StoreError::storage("opening a tree"));
+        let tree = |name: &str| {
+            db.open_tree(name)
+                .map_err(StoreError::storage("opening a tree"))
+        };
         Ok(Self {
             releases: tree("releases")?,
             outbox: tree("outbox")?,
             audit: tree("audit")?,
             writer: Default::default(),
-            flusher: std::sync::Arc::new(flusher::Flusher::start(db.clone()).map_err(|e| StoreError::Storage {
-                op: "starting the flusher thread",
-                message: e.to_string(),
+            flusher: std::sync::Arc::new(flusher::Flusher::start(db.clone()).map_err(|e| {
+                StoreError::Storage {
+                    op: "starting the flusher thread",
+                    message: e.to_string(),
+                }
             })?),
             db,
         })
@@ -108,10 +113,13 @@ impl Store {
     /// Makes every write so far durable: after this returns, they survive `kill -9` and power
     /// loss. Concurrent callers share the disk syncs.
     pub async fn flush(&self) -> Result<()> {
-        self.flusher.flush().await.map_err(|message| StoreError::Storage {
-            op: "flushing to disk",
-            message,
-        })
+        self.flusher
+            .flush()
+            .await
+            .map_err(|message| StoreError::Storage {
+                op: "flushing to disk",
+                message,
+            })
     }
 
     /// [`Store::flush`] for synchronous callers.
@@ -167,7 +175,9 @@ impl Store {
 
     /// Bytes the database takes on disk.
     pub fn size_on_disk(&self) -> Result<u64> {
-        self.db.size_on_disk().map_err(StoreError::storage("measuring the store"))
+        self.db
+            .size_on_disk()
+            .map_err(StoreError::storage("measuring the store"))
     }
 }
 

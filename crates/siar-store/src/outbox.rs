@@ -113,14 +113,20 @@ impl Store {
                 break;
             }
             let k = k.map_err(StoreError::storage("scanning due deliveries"))?;
-            let Some(id) = keys::trailing_delivery(&k) else { continue };
-            let Some(peek) = self.delivery(id)? else { continue };
+            let Some(id) = keys::trailing_delivery(&k) else {
+                continue;
+            };
+            let Some(peek) = self.delivery(id)? else {
+                continue;
+            };
             if !accept(&peek) {
                 continue;
             }
             let token = ulid::Ulid::new().to_string();
             let claimed = self.atomically("claiming a delivery", |tx| {
-                let Some(d) = tx.delivery(id)? else { return Ok(None) };
+                let Some(d) = tx.delivery(id)? else {
+                    return Ok(None);
+                };
                 let claimable = match d.status {
                     DeliveryStatus::Pending => d.due_at <= now,
                     DeliveryStatus::InFlight => d.lease.as_ref().is_none_or(|l| l.until <= now),
@@ -157,7 +163,13 @@ impl Store {
     }
 
     /// Gives a claim back to be tried again at `at`, noting why it failed this time.
-    pub fn retry_at(&self, claim: &Claim, at: DateTime<Utc>, error: &str, now: DateTime<Utc>) -> Result<Delivery> {
+    pub fn retry_at(
+        &self,
+        claim: &Claim,
+        at: DateTime<Utc>,
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Delivery> {
         self.settle(claim, now, |d| {
             d.status = DeliveryStatus::Pending;
             d.due_at = at.max(now);
@@ -183,7 +195,12 @@ impl Store {
         })
     }
 
-    fn settle(&self, claim: &Claim, now: DateTime<Utc>, f: impl Fn(&mut Delivery)) -> Result<Delivery> {
+    fn settle(
+        &self,
+        claim: &Claim,
+        now: DateTime<Utc>,
+        f: impl Fn(&mut Delivery),
+    ) -> Result<Delivery> {
         let id = claim.delivery.id;
         self.atomically("settling a delivery", |tx| {
             let Some(d) = tx.delivery(id)? else {
@@ -210,7 +227,9 @@ impl Store {
         let mut n = 0;
         for id in ids {
             n += usize::from(self.atomically("recovering a lease", |tx| {
-                let Some(d) = tx.delivery(id)? else { return Ok(false) };
+                let Some(d) = tx.delivery(id)? else {
+                    return Ok(false);
+                };
                 if d.status != DeliveryStatus::InFlight {
                     return Ok(false);
                 }
@@ -228,7 +247,12 @@ impl Store {
 
     /// An operator's replay: a failed, delivered or superseded delivery becomes due at once
     /// (a pending one is brought forward). In-flight deliveries are left alone.
-    pub fn retry_delivery(&self, id: DeliveryId, actor: &str, now: DateTime<Utc>) -> Result<Delivery> {
+    pub fn retry_delivery(
+        &self,
+        id: DeliveryId,
+        actor: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Delivery> {
         self.atomically("retrying a delivery", |tx| {
             let Some(d) = tx.delivery(id)? else {
                 return abort(StoreError::DeliveryNotFound(id));
@@ -262,7 +286,12 @@ impl Store {
             .transpose()
     }
 
-    fn ids_with_status(&self, status: DeliveryStatus, limit: usize, after: Option<DeliveryId>) -> Result<Vec<DeliveryId>> {
+    fn ids_with_status(
+        &self,
+        status: DeliveryStatus,
+        limit: usize,
+        after: Option<DeliveryId>,
+    ) -> Result<Vec<DeliveryId>> {
         let prefix = keys::status_prefix(status);
         let start = match after {
             Some(a) => {
@@ -284,7 +313,12 @@ impl Store {
     }
 
     /// Deliveries with a status, oldest first, `limit` at a time after `after`.
-    pub fn deliveries_with_status(&self, status: DeliveryStatus, limit: usize, after: Option<DeliveryId>) -> Result<Vec<Delivery>> {
+    pub fn deliveries_with_status(
+        &self,
+        status: DeliveryStatus,
+        limit: usize,
+        after: Option<DeliveryId>,
+    ) -> Result<Vec<Delivery>> {
         let mut out = Vec::new();
         for id in self.ids_with_status(status, limit, after)? {
             out.extend(self.delivery(id)?);
@@ -305,7 +339,9 @@ impl Store {
         let now_ms = u64::try_from(now.timestamp_millis()).unwrap_or(0);
         for k in self.outbox.scan_prefix(keys::due_prefix(queue)).keys() {
             let k = k.map_err(StoreError::storage("reading a queue"))?;
-            let Some(at) = keys::trailing_ms(&k) else { continue };
+            let Some(at) = keys::trailing_ms(&k) else {
+                continue;
+            };
             s.depth += 1;
             if at <= now_ms {
                 s.due_now += 1;
@@ -335,7 +371,11 @@ impl Store {
             }
             if let Some(k) = due_key(&d) {
                 if !has(k.clone()) {
-                    problems.push(format!("{}: {} but not in the due index", d.id, d.status.as_str()));
+                    problems.push(format!(
+                        "{}: {} but not in the due index",
+                        d.id,
+                        d.status.as_str()
+                    ));
                 }
                 indexed.insert(k);
             }
@@ -344,14 +384,19 @@ impl Store {
             for k in self.outbox.scan_prefix(keys::due_prefix(q)).keys() {
                 let k = k.map_err(StoreError::storage("checking the outbox"))?;
                 if !indexed.contains(k.as_ref()) {
-                    problems.push(format!("stale due index entry {:?}", keys::trailing_delivery(&k)));
+                    problems.push(format!(
+                        "stale due index entry {:?}",
+                        keys::trailing_delivery(&k)
+                    ));
                 }
             }
         }
         let statuses: usize = self.delivery_counts()?.iter().map(|(_, n)| n).sum();
         let records = self.outbox.scan_prefix(b"D").count();
         if statuses != records {
-            problems.push(format!("{statuses} status entries for {records} deliveries"));
+            problems.push(format!(
+                "{statuses} status entries for {records} deliveries"
+            ));
         }
         Ok(problems)
     }

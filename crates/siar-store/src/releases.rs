@@ -57,7 +57,12 @@ const MAX_SLUG: usize = 80;
 impl Store {
     /// Stores a new release — or returns the existing one if this input was seen before —
     /// and, if `publish_at` has come, publishes it in the same step.
-    pub fn ingest(&self, new: NewRelease, now: DateTime<Utc>, router: &dyn Router) -> Result<Ingested> {
+    pub fn ingest(
+        &self,
+        new: NewRelease,
+        now: DateTime<Utc>,
+        router: &dyn Router,
+    ) -> Result<Ingested> {
         let idem = idem_keys(&new.provenance);
         let base_slug = {
             let s = siar_model::text::slugify(&new.content.title, MAX_SLUG);
@@ -114,7 +119,8 @@ impl Store {
             tx.rel.insert(keys::slug(&slug), &id.to_bytes())?;
             tx.rel.insert(keys::by_publish(new.publish_at, id), &[])?;
             for c in &new.content.categories {
-                tx.rel.insert(keys::by_category(c, new.publish_at, id), &[])?;
+                tx.rel
+                    .insert(keys::by_category(c, new.publish_at, id), &[])?;
             }
             for k in &idem {
                 tx.rel.insert(k.as_slice(), &id.to_bytes())?;
@@ -128,7 +134,14 @@ impl Store {
             })?;
             let mut deliveries = 0;
             if new.publish_at <= now {
-                deliveries = publish_in(tx, &mut release, now, &targets, router, &new.provenance.source.actor())?;
+                deliveries = publish_in(
+                    tx,
+                    &mut release,
+                    now,
+                    &targets,
+                    router,
+                    &new.provenance.source.actor(),
+                )?;
             } else {
                 tx.rel.insert(keys::scheduled(new.publish_at, id), &[])?;
             }
@@ -149,9 +162,9 @@ impl Store {
             .next()
             .transpose()
             .map_err(StoreError::storage("reading the schedule"))?;
-        Ok(first.and_then(|(k, _)| keys::trailing_ms(&k)).and_then(|ms| {
-            DateTime::from_timestamp_millis(i64::try_from(ms).ok()?)
-        }))
+        Ok(first
+            .and_then(|(k, _)| keys::trailing_ms(&k))
+            .and_then(|ms| DateTime::from_timestamp_millis(i64::try_from(ms).ok()?)))
     }
 
     /// Publishes every scheduled release whose time has come, each in its own step with its
@@ -170,10 +183,14 @@ impl Store {
         let mut published = Vec::new();
         for id in due {
             let _guard = self.writer.lock();
-            let Some(current) = self.release(id)? else { continue };
+            let Some(current) = self.release(id)? else {
+                continue;
+            };
             let targets = router.targets(&current.content);
             let r = self.atomically("publishing a release", |tx| {
-                let Some(mut r) = tx.release(id)? else { return Ok(None) };
+                let Some(mut r) = tx.release(id)? else {
+                    return Ok(None);
+                };
                 if r.status != Status::Scheduled || r.publish_at > now {
                     return Ok(None);
                 }
@@ -213,7 +230,9 @@ impl Store {
                 )));
             }
             let current: Option<Version> = read_version(tx, id, r.version)?;
-            if current.as_ref().map(|v| &v.provenance.content_hash) == Some(&provenance.content_hash) {
+            if current.as_ref().map(|v| &v.provenance.content_hash)
+                == Some(&provenance.content_hash)
+            {
                 return Ok(Ingested {
                     release: r,
                     created: false,
@@ -235,7 +254,8 @@ impl Store {
             for c in &content.categories {
                 tx.rel.insert(keys::by_category(c, r.publish_at, id), &[])?;
             }
-            tx.rel.insert(keys::idem("hash", &provenance.content_hash), &id.to_bytes())?;
+            tx.rel
+                .insert(keys::idem("hash", &provenance.content_hash), &id.to_bytes())?;
             if let Some(k) = &provenance.idempotency_key {
                 tx.rel.insert(keys::idem("key", k), &id.to_bytes())?;
             }
@@ -346,7 +366,10 @@ impl Store {
         else {
             return Ok(None);
         };
-        let bytes: [u8; 16] = v.as_ref().try_into().map_err(|_| corrupt("idempotency key"))?;
+        let bytes: [u8; 16] = v
+            .as_ref()
+            .try_into()
+            .map_err(|_| corrupt("idempotency key"))?;
         self.release(ReleaseId::from_bytes(bytes))
     }
 
@@ -365,7 +388,12 @@ impl Store {
         self.releases
             .scan_prefix(prefix)
             .values()
-            .map(|v| decode(&v.map_err(StoreError::storage("reading versions"))?, "version"))
+            .map(|v| {
+                decode(
+                    &v.map_err(StoreError::storage("reading versions"))?,
+                    "version",
+                )
+            })
             .collect()
     }
 
@@ -388,7 +416,9 @@ impl Store {
         let mut last_key = None;
         for k in self.releases.range(prefix.clone()..end).keys().rev() {
             let k = k.map_err(StoreError::storage("listing releases"))?;
-            let Some(id) = keys::trailing_release(&k) else { continue };
+            let Some(id) = keys::trailing_release(&k) else {
+                continue;
+            };
             last_key = Some(k.clone());
             let Some(r) = self.release(id)? else { continue };
             if let Some(at) = filter.public_at {
@@ -414,7 +444,10 @@ impl Store {
         let mut out = Vec::new();
         for k in self.outbox.scan_prefix(keys::by_release_prefix(id)).keys() {
             let k = k.map_err(StoreError::storage("reading deliveries"))?;
-            if let Some(d) = keys::trailing_delivery(&k).map(|d| self.delivery(d)).transpose()? {
+            if let Some(d) = keys::trailing_delivery(&k)
+                .map(|d| self.delivery(d))
+                .transpose()?
+            {
                 out.extend(d);
             }
         }
@@ -434,7 +467,12 @@ fn encode_cursor(k: &[u8]) -> String {
 }
 
 fn decode_cursor(c: &str) -> Result<Vec<u8>> {
-    let bad = || StoreError::Conflict(format!("`{}` is not a valid cursor", c.chars().take(60).collect::<String>()));
+    let bad = || {
+        StoreError::Conflict(format!(
+            "`{}` is not a valid cursor",
+            c.chars().take(60).collect::<String>()
+        ))
+    };
     if c.len() != 48 || !c.is_ascii() {
         return Err(bad());
     }
@@ -469,7 +507,12 @@ fn free_slug(tx: &Tx<'_>, base: &str) -> TxResult<String> {
 }
 
 fn read_version(tx: &Tx<'_>, id: ReleaseId, n: u32) -> TxResult<Option<Version>> {
-    match tx.rel.get(keys::version(id, n))?.map(|v| decode(&v, "version")).transpose() {
+    match tx
+        .rel
+        .get(keys::version(id, n))?
+        .map(|v| decode(&v, "version"))
+        .transpose()
+    {
         Ok(v) => Ok(v),
         Err(e) => abort(e),
     }
@@ -498,7 +541,10 @@ fn publish_in(
         action: "publish".into(),
         release_id: Some(r.id),
         detail: if late > chrono::Duration::seconds(60) {
-            format!("published {} s after publish_at; {n} deliveries", late.num_seconds())
+            format!(
+                "published {} s after publish_at; {n} deliveries",
+                late.num_seconds()
+            )
         } else {
             format!("{n} deliveries")
         },
@@ -516,7 +562,15 @@ fn enqueue(
 ) -> TxResult<usize> {
     // Never early: nothing is due before the release's own publish time.
     let due = router.due_at(target, now).max(r.publish_at).max(now);
-    Ok(usize::from(outbox::enqueue_in(tx, r.id, r.version, event, target.clone(), due, now)?))
+    Ok(usize::from(outbox::enqueue_in(
+        tx,
+        r.id,
+        r.version,
+        event,
+        target.clone(),
+        due,
+        now,
+    )?))
 }
 
 /// Who got what so far, for a correction or retraction.
@@ -532,7 +586,9 @@ fn plan_followup(tx: &Tx<'_>, existing: &[Delivery], now: DateTime<Utc>) -> TxRe
     let mut state: BTreeMap<Target, (bool, bool)> = BTreeMap::new();
     for d in existing {
         // Re-read inside the transaction: the scan happened outside it.
-        let Some(d) = tx.delivery(d.id)? else { continue };
+        let Some(d) = tx.delivery(d.id)? else {
+            continue;
+        };
         let entry = state.entry(d.target.clone()).or_default();
         match d.status {
             DeliveryStatus::Delivered | DeliveryStatus::InFlight => {
@@ -552,7 +608,15 @@ fn plan_followup(tx: &Tx<'_>, existing: &[Delivery], now: DateTime<Utc>) -> TxRe
             DeliveryStatus::Failed | DeliveryStatus::Superseded => {}
         }
     }
-    let received = state.iter().filter(|(_, s)| s.0).map(|(t, _)| t.clone()).collect();
-    let waiting = state.iter().filter(|(_, s)| !s.0 && s.1).map(|(t, _)| t.clone()).collect();
+    let received = state
+        .iter()
+        .filter(|(_, s)| s.0)
+        .map(|(t, _)| t.clone())
+        .collect();
+    let waiting = state
+        .iter()
+        .filter(|(_, s)| !s.0 && s.1)
+        .map(|(t, _)| t.clone())
+        .collect();
     Ok(Followup { received, waiting })
 }

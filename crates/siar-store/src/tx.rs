@@ -1,11 +1,11 @@
 //! Typed access to the three trees inside one sled transaction.
 
+use siar_model::{AuditEntry, Delivery, DeliveryStatus, Release, Version};
 use sled::transaction::{
     ConflictableTransactionError, ConflictableTransactionResult, TransactionError,
     TransactionalTree,
 };
 use sled::Transactional;
-use siar_model::{AuditEntry, Delivery, DeliveryStatus, Release, Version};
 
 use crate::{decode, encode, keys, Store, StoreError};
 
@@ -59,7 +59,8 @@ impl Tx<'_> {
     }
 
     pub fn put_version(&self, v: &Version) -> TxResult<()> {
-        self.rel.insert(keys::version(v.release_id, v.number), encode(v))?;
+        self.rel
+            .insert(keys::version(v.release_id, v.number), encode(v))?;
         Ok(())
     }
 
@@ -77,7 +78,8 @@ impl Tx<'_> {
             }
             self.out.remove(keys::by_status(old.status, old.id))?;
         } else {
-            self.out.insert(keys::by_release(new.release_id, new.id), &[])?;
+            self.out
+                .insert(keys::by_release(new.release_id, new.id), &[])?;
         }
         if let Some(k) = due_key(new) {
             self.out.insert(k, &[])?;

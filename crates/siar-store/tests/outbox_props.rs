@@ -8,6 +8,8 @@
 //! handed out again, and only the current lease holder can settle. At the end, with the clock
 //! moved on, everything owed ends delivered or failed: nothing lost.
 
+#![allow(clippy::unwrap_used)] // Test helpers: a panic is a failed test.
+
 mod common;
 
 use std::collections::HashMap;
@@ -22,7 +24,9 @@ struct Partners(usize);
 
 impl Router for Partners {
     fn targets(&self, _: &ReleaseContent) -> Vec<Target> {
-        (0..self.0).map(|i| Target::Partner(format!("p{i}"))).collect()
+        (0..self.0)
+            .map(|i| Target::Partner(format!("p{i}")))
+            .collect()
     }
     fn due_at(&self, _: &Target, now: DateTime<Utc>) -> DateTime<Utc> {
         now
@@ -84,29 +88,66 @@ impl World {
             Op::Publish(k) => {
                 self.titles += 1;
                 let title = format!("Rilis {}", self.titles);
-                let r = self.store().ingest(new_release(&title, &[], self.now, Source::Api), self.now, &Partners(k)).unwrap();
+                let r = self
+                    .store()
+                    .ingest(
+                        new_release(&title, &[], self.now, Source::Api),
+                        self.now,
+                        &Partners(k),
+                    )
+                    .unwrap();
                 for d in self.store().deliveries_for_release(r.release.id).unwrap() {
-                    let fresh = self.model.insert(d.id, M::Pending { due: d.due_at }).is_none();
+                    let fresh = self
+                        .model
+                        .insert(d.id, M::Pending { due: d.due_at })
+                        .is_none();
                     prop_assert!(fresh, "a delivery was enqueued twice");
                 }
             }
             Op::Claim(max) => {
-                let claims = self.store().claim(Queue::Webhook, self.now, Duration::seconds(LEASE), max, "w", &mut |_| true).unwrap();
+                let claims = self
+                    .store()
+                    .claim(
+                        Queue::Webhook,
+                        self.now,
+                        Duration::seconds(LEASE),
+                        max,
+                        "w",
+                        &mut |_| true,
+                    )
+                    .unwrap();
                 for c in claims {
                     let m = self.model.get(&c.delivery.id).cloned();
                     match m {
-                        Some(M::Pending { due }) => prop_assert!(due <= self.now, "claimed before due"),
+                        Some(M::Pending { due }) => {
+                            prop_assert!(due <= self.now, "claimed before due")
+                        }
                         Some(M::InFlight { until, .. }) => {
-                            prop_assert!(until <= self.now, "claimed while another lease was running");
+                            prop_assert!(
+                                until <= self.now,
+                                "claimed while another lease was running"
+                            );
                             // The old holder's claim is now stale.
-                            if let Some(i) = self.held.iter().position(|h| h.delivery.id == c.delivery.id) {
+                            if let Some(i) = self
+                                .held
+                                .iter()
+                                .position(|h| h.delivery.id == c.delivery.id)
+                            {
                                 let old = self.held.remove(i);
                                 self.stale.push(old);
                             }
                         }
-                        other => prop_assert!(false, "claimed a settled or unknown delivery: {other:?}"),
+                        other => {
+                            prop_assert!(false, "claimed a settled or unknown delivery: {other:?}")
+                        }
                     }
-                    self.model.insert(c.delivery.id, M::InFlight { token: c.lease.token.clone(), until: c.lease.until });
+                    self.model.insert(
+                        c.delivery.id,
+                        M::InFlight {
+                            token: c.lease.token.clone(),
+                            until: c.lease.until,
+                        },
+                    );
                     self.held.push(c);
                 }
             }
@@ -118,7 +159,9 @@ impl World {
                 let s = self.store();
                 let res = match *op {
                     Op::Complete(_) => s.complete(&c, self.now),
-                    Op::Retry(_, d) => s.retry_at(&c, self.now + Duration::seconds(d), "503", self.now),
+                    Op::Retry(_, d) => {
+                        s.retry_at(&c, self.now + Duration::seconds(d), "503", self.now)
+                    }
                     _ => s.fail(&c, "404", self.now),
                 };
                 let current = matches!(self.model.get(&c.delivery.id), Some(M::InFlight { token, .. }) if *token == c.lease.token);
@@ -181,7 +224,9 @@ impl World {
                 M::Pending { due } => d.status == DeliveryStatus::Pending && d.due_at == *due,
                 M::InFlight { token, until } => {
                     d.status == DeliveryStatus::InFlight
-                        && d.lease.as_ref().is_some_and(|l| l.token == *token && l.until == *until)
+                        && d.lease
+                            .as_ref()
+                            .is_some_and(|l| l.token == *token && l.until == *until)
                 }
                 M::Delivered => d.status == DeliveryStatus::Delivered,
                 M::Failed => d.status == DeliveryStatus::Failed,

@@ -130,7 +130,12 @@ impl App {
     }
 
     /// Adds a corrected version, durably.
-    pub async fn correct(&self, id: ReleaseId, input: Input, note: &str) -> Result<Ingested, IngestError> {
+    pub async fn correct(
+        &self,
+        id: ReleaseId,
+        input: Input,
+        note: &str,
+    ) -> Result<Ingested, IngestError> {
         let (parsed, provenance) = self.prepare(&input)?;
         Ok(self.store_correction(id, parsed, provenance, note).await?)
     }
@@ -144,7 +149,14 @@ impl App {
         note: &str,
     ) -> Result<Ingested, StoreError> {
         let actor = provenance.source.actor();
-        let out = self.store.correct(id, parsed.content, note, provenance, self.clock.now(), &self.router)?;
+        let out = self.store.correct(
+            id,
+            parsed.content,
+            note,
+            provenance,
+            self.clock.now(),
+            &self.router,
+        )?;
         self.store.flush().await?;
         if out.created {
             info!(release = %id, version = out.release.version, deliveries = out.deliveries,
@@ -154,8 +166,15 @@ impl App {
     }
 
     /// Withdraws a release, durably.
-    pub async fn retract(&self, id: ReleaseId, reason: &str, actor: &str) -> Result<Release, StoreError> {
-        let r = self.store.retract(id, reason, actor, self.clock.now(), &self.router)?;
+    pub async fn retract(
+        &self,
+        id: ReleaseId,
+        reason: &str,
+        actor: &str,
+    ) -> Result<Release, StoreError> {
+        let r = self
+            .store
+            .retract(id, reason, actor, self.clock.now(), &self.router)?;
         self.store.flush().await?;
         info!(release = %id, actor, "Retracted.");
         Ok(r)

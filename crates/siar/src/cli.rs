@@ -71,17 +71,26 @@ pub struct Client {
 
 impl Client {
     pub fn new(config: &Config, url: Option<&str>) -> anyhow::Result<Self> {
-        let base = url.map(|u| u.trim_end_matches('/').to_owned()).unwrap_or_else(|| config.api_base_url());
+        let base = url
+            .map(|u| u.trim_end_matches('/').to_owned())
+            .unwrap_or_else(|| config.api_base_url());
         let http = reqwest::Client::builder()
             .user_agent(concat!("siar-cli/", env!("CARGO_PKG_VERSION")))
             .timeout(std::time::Duration::from_secs(60))
             .build()
             .context("building the HTTP client")?;
-        Ok(Self { http, base, token: config.api_token() })
+        Ok(Self {
+            http,
+            base,
+            token: config.api_token(),
+        })
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
-        let mut r = self.http.request(method, format!("{}{path}", self.base)).header("Siar-Source", "cli");
+        let mut r = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .header("Siar-Source", "cli");
         if let Some(t) = &self.token {
             r = r.bearer_auth(t);
         }
@@ -89,8 +98,16 @@ impl Client {
     }
 
     /// Sends, and turns an error body into a readable error.
-    async fn send(&self, req: reqwest::RequestBuilder) -> anyhow::Result<(reqwest::StatusCode, Value)> {
-        let resp = req.send().await.with_context(|| format!("cannot reach siar at {} (is `siar serve` running?)", self.base))?;
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> anyhow::Result<(reqwest::StatusCode, Value)> {
+        let resp = req.send().await.with_context(|| {
+            format!(
+                "cannot reach siar at {} (is `siar serve` running?)",
+                self.base
+            )
+        })?;
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
         if !status.is_success() {
@@ -108,13 +125,23 @@ fn content_type(path: &Path) -> anyhow::Result<&'static str> {
         Some(Format::Kalsel) => Ok("text/plain; charset=utf-8"),
         Some(Format::Markdown) => Ok("text/markdown; charset=utf-8"),
         Some(Format::Json) => Ok("application/json"),
-        None => bail!("{}: unsupported file type (use .txt, .md or .json)", path.display()),
+        None => bail!(
+            "{}: unsupported file type (use .txt, .md or .json)",
+            path.display()
+        ),
     }
 }
 
 fn print_warnings(release: &Value) {
-    for w in release["content"]["warnings"].as_array().into_iter().flatten() {
-        let line = w["line"].as_u64().map(|l| format!(" (line {l})")).unwrap_or_default();
+    for w in release["content"]["warnings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let line = w["line"]
+            .as_u64()
+            .map(|l| format!(" (line {l})"))
+            .unwrap_or_default();
         println!("  warning{line}: {}", w["message"].as_str().unwrap_or(""));
     }
 }
@@ -122,11 +149,16 @@ fn print_warnings(release: &Value) {
 pub async fn release(client: &Client, config: &Config, cmd: ReleaseCommand) -> anyhow::Result<()> {
     use reqwest::Method;
     match cmd {
-        ReleaseCommand::Add { files, publish_at, categories } => {
+        ReleaseCommand::Add {
+            files,
+            publish_at,
+            categories,
+        } => {
             let mut failed = 0;
             for file in &files {
                 let result: anyhow::Result<()> = async {
-                    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+                    let bytes = std::fs::read(file)
+                        .with_context(|| format!("reading {}", file.display()))?;
                     let mut query = Vec::new();
                     if let Some(w) = &publish_at {
                         query.push(("publish_at", w.clone()));
@@ -140,7 +172,11 @@ pub async fn release(client: &Client, config: &Config, cmd: ReleaseCommand) -> a
                         .header("Content-Type", content_type(file)?)
                         .body(bytes);
                     let (status, r) = client.send(req).await?;
-                    let what = if status == reqwest::StatusCode::CREATED { "created" } else { "already known" };
+                    let what = if status == reqwest::StatusCode::CREATED {
+                        "created"
+                    } else {
+                        "already known"
+                    };
                     println!(
                         "{}: {} {what} ({}, publish_at {}) {}",
                         file.display(),
@@ -168,8 +204,17 @@ pub async fn release(client: &Client, config: &Config, cmd: ReleaseCommand) -> a
             if let Some(c) = category {
                 query.push(("category", c));
             }
-            let (_, page) = client.send(client.request(Method::GET, "/api/v1/releases").query(&query)).await?;
-            println!("{:<26}  {:<9}  {:<16}  {:>3}  TITLE", "ID", "STATUS", "PUBLISH (local)", "VER");
+            let (_, page) = client
+                .send(
+                    client
+                        .request(Method::GET, "/api/v1/releases")
+                        .query(&query),
+                )
+                .await?;
+            println!(
+                "{:<26}  {:<9}  {:<16}  {:>3}  TITLE",
+                "ID", "STATUS", "PUBLISH (local)", "VER"
+            );
             for r in page["items"].as_array().into_iter().flatten() {
                 println!(
                     "{:<26}  {:<9}  {:<16}  {:>3}  {}",
@@ -183,29 +228,46 @@ pub async fn release(client: &Client, config: &Config, cmd: ReleaseCommand) -> a
             Ok(())
         }
         ReleaseCommand::Show { id } => {
-            let (_, r) = client.send(client.request(Method::GET, &format!("/api/v1/releases/{}", enc(&id)))).await?;
+            let (_, r) = client
+                .send(client.request(Method::GET, &format!("/api/v1/releases/{}", enc(&id))))
+                .await?;
             println!("{}", serde_json::to_string_pretty(&r)?);
             Ok(())
         }
         ReleaseCommand::Correct { id, file, note } => {
-            let bytes = std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let req = client
-                .request(Method::POST, &format!("/api/v1/releases/{}/corrections", enc(&id)))
+                .request(
+                    Method::POST,
+                    &format!("/api/v1/releases/{}/corrections", enc(&id)),
+                )
                 .query(&[("note", note)])
                 .header("Content-Type", content_type(&file)?)
                 .body(bytes);
             let (status, r) = client.send(req).await?;
             if status == reqwest::StatusCode::CREATED {
-                println!("{}: now version {}", r["id"].as_str().unwrap_or("?"), r["version"]);
+                println!(
+                    "{}: now version {}",
+                    r["id"].as_str().unwrap_or("?"),
+                    r["version"]
+                );
             } else {
-                println!("{}: unchanged (identical to version {})", r["id"].as_str().unwrap_or("?"), r["version"]);
+                println!(
+                    "{}: unchanged (identical to version {})",
+                    r["id"].as_str().unwrap_or("?"),
+                    r["version"]
+                );
             }
             print_warnings(&r);
             Ok(())
         }
         ReleaseCommand::Retract { id, reason } => {
             let req = client
-                .request(Method::POST, &format!("/api/v1/releases/{}/retraction", enc(&id)))
+                .request(
+                    Method::POST,
+                    &format!("/api/v1/releases/{}/retraction", enc(&id)),
+                )
                 .json(&serde_json::json!({ "reason": reason }));
             let (_, r) = client.send(req).await?;
             println!("{}: retracted", r["id"].as_str().unwrap_or("?"));
@@ -219,11 +281,19 @@ pub async fn deliveries(client: &Client, cmd: DeliveriesCommand) -> anyhow::Resu
     match cmd {
         DeliveriesCommand::List { release, status } => {
             let req = match &release {
-                Some(id) => client.request(Method::GET, &format!("/api/v1/releases/{}/deliveries", enc(id))),
-                None => client.request(Method::GET, "/api/v1/deliveries").query(&[("status", status)]),
+                Some(id) => client.request(
+                    Method::GET,
+                    &format!("/api/v1/releases/{}/deliveries", enc(id)),
+                ),
+                None => client
+                    .request(Method::GET, "/api/v1/deliveries")
+                    .query(&[("status", status)]),
             };
             let (_, list) = client.send(req).await?;
-            println!("{:<26}  {:<10}  {:<9}  {:>3}  {:<25}  ERROR", "ID", "STATUS", "EVENT", "TRY", "TARGET");
+            println!(
+                "{:<26}  {:<10}  {:<9}  {:>3}  {:<25}  ERROR",
+                "ID", "STATUS", "EVENT", "TRY", "TARGET"
+            );
             for d in list["items"].as_array().into_iter().flatten() {
                 println!(
                     "{:<26}  {:<10}  {:<9}  {:>3}  {:<25}  {}",
@@ -238,8 +308,17 @@ pub async fn deliveries(client: &Client, cmd: DeliveriesCommand) -> anyhow::Resu
             Ok(())
         }
         DeliveriesCommand::Retry { id } => {
-            let (_, d) = client.send(client.request(Method::POST, &format!("/api/v1/deliveries/{}/retry", enc(&id)))).await?;
-            println!("{}: queued again for {}", d["id"].as_str().unwrap_or("?"), d["target"].as_str().unwrap_or("?"));
+            let (_, d) = client
+                .send(client.request(
+                    Method::POST,
+                    &format!("/api/v1/deliveries/{}/retry", enc(&id)),
+                ))
+                .await?;
+            println!(
+                "{}: queued again for {}",
+                d["id"].as_str().unwrap_or("?"),
+                d["target"].as_str().unwrap_or("?")
+            );
             Ok(())
         }
     }
@@ -249,7 +328,9 @@ pub async fn deliveries(client: &Client, cmd: DeliveriesCommand) -> anyhow::Resu
 fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -258,7 +339,11 @@ fn enc(s: &str) -> String {
 fn local(config: &Config, rfc3339: Option<&str>) -> String {
     rfc3339
         .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
-        .map(|t| t.with_timezone(&config.timezone()).format("%Y-%m-%d %H:%M").to_string())
+        .map(|t| {
+            t.with_timezone(&config.timezone())
+                .format("%Y-%m-%d %H:%M")
+                .to_string()
+        })
         .unwrap_or_default()
 }
 
@@ -271,8 +356,12 @@ pub fn parse_file(config: &Config, file: &Path, format: Option<&str>) -> anyhow:
         Some(other) => bail!("unknown format `{other}` (use kalsel, markdown or json)"),
         None => {
             let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            Format::from_file_name(name)
-                .ok_or_else(|| anyhow!("{}: unsupported file type (use .txt, .md or .json, or --format)", file.display()))?
+            Format::from_file_name(name).ok_or_else(|| {
+                anyhow!(
+                    "{}: unsupported file type (use .txt, .md or .json, or --format)",
+                    file.display()
+                )
+            })?
         }
     };
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
@@ -283,7 +372,8 @@ pub fn parse_file(config: &Config, file: &Path, format: Option<&str>) -> anyhow:
         max_bytes: config.ingest.max_bytes,
         language: config.publisher.language.clone(),
     };
-    let parsed = siar_ingest::parse(&bytes, format, &ctx).map_err(|e| anyhow!("{}: {e}", file.display()))?;
+    let parsed =
+        siar_ingest::parse(&bytes, format, &ctx).map_err(|e| anyhow!("{}: {e}", file.display()))?;
     let out = serde_json::json!({
         "format": format.as_str(),
         "content_hash": parsed.content_hash,

@@ -191,8 +191,8 @@ impl Config {
                 message,
             }]
         };
-        let mut value: toml::Table = toml::from_str(DEFAULT_TOML)
-            .map_err(|e| one("(built-in defaults)", e.to_string()))?;
+        let mut value: toml::Table =
+            toml::from_str(DEFAULT_TOML).map_err(|e| one("(built-in defaults)", e.to_string()))?;
         if let Some(path) = file {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| one(&path.display().to_string(), format!("cannot read: {e}")))?;
@@ -219,14 +219,23 @@ impl Config {
         if self.server.listen.parse::<SocketAddr>().is_err() {
             err(
                 "server.listen".into(),
-                format!("`{}` is not an address such as 127.0.0.1:8080", self.server.listen),
+                format!(
+                    "`{}` is not an address such as 127.0.0.1:8080",
+                    self.server.listen
+                ),
             );
         }
         if !is_http_url(&self.server.public_url) {
-            err("server.public_url".into(), format!("`{}` is not an http(s) URL", self.server.public_url));
+            err(
+                "server.public_url".into(),
+                format!("`{}` is not an http(s) URL", self.server.public_url),
+            );
         }
         if self.server.body_limit < 1024 {
-            err("server.body_limit".into(), "must be at least 1024 bytes".into());
+            err(
+                "server.body_limit".into(),
+                "must be at least 1024 bytes".into(),
+            );
         }
         if self.store.path.as_os_str().is_empty() {
             err("store.path".into(), "must not be empty".into());
@@ -234,33 +243,67 @@ impl Config {
         if self.publisher.timezone.parse::<chrono_tz::Tz>().is_err() {
             err(
                 "publisher.timezone".into(),
-                format!("`{}` is not an IANA time zone such as Asia/Makassar", self.publisher.timezone),
+                format!(
+                    "`{}` is not an IANA time zone such as Asia/Makassar",
+                    self.publisher.timezone
+                ),
             );
         }
         let tag = &self.publisher.tag_authority;
-        if tag.is_empty() || !tag.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-')) {
-            err("publisher.tag_authority".into(), format!("`{tag}` is not a domain name"));
+        if tag.is_empty()
+            || !tag
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'))
+        {
+            err(
+                "publisher.tag_authority".into(),
+                format!("`{tag}` is not a domain name"),
+            );
         }
-        if self.publisher.language.is_empty() || !self.publisher.language.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-            err("publisher.language".into(), format!("`{}` is not a language tag", self.publisher.language));
+        if self.publisher.language.is_empty()
+            || !self
+                .publisher
+                .language
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            err(
+                "publisher.language".into(),
+                format!("`{}` is not a language tag", self.publisher.language),
+            );
         }
         if self.api.token_env.is_empty() {
-            err("api.token_env".into(), "must name an environment variable".into());
+            err(
+                "api.token_env".into(),
+                "must name an environment variable".into(),
+            );
         }
         if !self.api.url.is_empty() && !is_http_url(&self.api.url) {
-            err("api.url".into(), format!("`{}` is not an http(s) URL", self.api.url));
+            err(
+                "api.url".into(),
+                format!("`{}` is not an http(s) URL", self.api.url),
+            );
         }
         if self.ingest.max_bytes < 1024 || self.ingest.max_bytes > 64 * 1024 * 1024 {
-            err("ingest.max_bytes".into(), "must be between 1 KiB and 64 MiB".into());
+            err(
+                "ingest.max_bytes".into(),
+                "must be between 1 KiB and 64 MiB".into(),
+            );
         }
         if self.ingest.scan_interval_ms < 50 {
-            err("ingest.scan_interval_ms".into(), "must be at least 50".into());
+            err(
+                "ingest.scan_interval_ms".into(),
+                "must be at least 50".into(),
+            );
         }
         let mut names = std::collections::BTreeSet::new();
         for (i, u) in self.ingest.upstream.iter().enumerate() {
             let key = |k: &str| format!("ingest.upstream[{i}].{k}");
             if !is_id(&u.name) {
-                err(key("name"), format!("`{}` must be letters, digits and hyphens", u.name));
+                err(
+                    key("name"),
+                    format!("`{}` must be letters, digits and hyphens", u.name),
+                );
             } else if !names.insert(u.name.clone()) {
                 err(key("name"), format!("`{}` is used twice", u.name));
             }
@@ -282,10 +325,16 @@ impl Config {
             err("feeds.items".into(), "must be between 1 and 1000".into());
         }
         if !self.feeds.websub_hub.is_empty() && !is_http_url(&self.feeds.websub_hub) {
-            err("feeds.websub_hub".into(), format!("`{}` is not an http(s) URL", self.feeds.websub_hub));
+            err(
+                "feeds.websub_hub".into(),
+                format!("`{}` is not an http(s) URL", self.feeds.websub_hub),
+            );
         }
         if !(self.smtp.url.starts_with("smtp://") || self.smtp.url.starts_with("smtps://")) {
-            err("smtp.url".into(), format!("`{}` must start with smtp:// or smtps://", self.smtp.url));
+            err(
+                "smtp.url".into(),
+                format!("`{}` must start with smtp:// or smtps://", self.smtp.url),
+            );
         }
         if self.smtp.max_connections == 0 {
             err("smtp.max_connections".into(), "must be at least 1".into());
@@ -297,7 +346,10 @@ impl Config {
         for (i, l) in self.lists.iter().enumerate() {
             let key = |k: &str| format!("lists[{i}].{k}");
             if !is_id(&l.id) {
-                err(key("id"), format!("`{}` must be letters, digits and hyphens", l.id));
+                err(
+                    key("id"),
+                    format!("`{}` must be letters, digits and hyphens", l.id),
+                );
             } else if !ids.insert(l.id.clone()) {
                 err(key("id"), format!("`{}` is used twice", l.id));
             }
@@ -314,7 +366,10 @@ impl Config {
         for (i, p) in self.partners.iter().enumerate() {
             let key = |k: &str| format!("partners[{i}].{k}");
             if !is_id(&p.id) {
-                err(key("id"), format!("`{}` must be letters, digits and hyphens", p.id));
+                err(
+                    key("id"),
+                    format!("`{}` must be letters, digits and hyphens", p.id),
+                );
             } else if !ids.insert(p.id.clone()) {
                 err(key("id"), format!("`{}` is used twice", p.id));
             }
@@ -322,7 +377,10 @@ impl Config {
                 err(key("url"), format!("`{}` is not an http(s) URL", p.url));
             }
             if !matches!(p.format.as_str(), "ninjs" | "radio-script") {
-                err(key("format"), format!("`{}` is not one of: ninjs, radio-script", p.format));
+                err(
+                    key("format"),
+                    format!("`{}` is not one of: ninjs, radio-script", p.format),
+                );
             }
             if let Err(e) = When::parse(&p.schedule) {
                 err(key("schedule"), e);
@@ -339,19 +397,27 @@ impl Config {
                 err(key("concurrency"), "must be at least 1".into());
             }
             if p.enabled && p.secret_env.is_empty() {
-                err(key("secret_env"), "must name the environment variable holding the whsec_ secret".into());
+                err(
+                    key("secret_env"),
+                    "must name the environment variable holding the whsec_ secret".into(),
+                );
             }
         }
         errs
     }
 
     pub fn timezone(&self) -> chrono_tz::Tz {
-        self.publisher.timezone.parse().unwrap_or(chrono_tz::Asia::Makassar)
+        self.publisher
+            .timezone
+            .parse()
+            .unwrap_or(chrono_tz::Asia::Makassar)
     }
 
     /// The API token from the environment variable `api.token_env` names, if set.
     pub fn api_token(&self) -> Option<String> {
-        std::env::var(&self.api.token_env).ok().filter(|t| !t.is_empty())
+        std::env::var(&self.api.token_env)
+            .ok()
+            .filter(|t| !t.is_empty())
     }
 
     /// Where the command line finds the daemon.
@@ -377,7 +443,8 @@ fn is_http_url(s: &str) -> bool {
 fn is_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 fn merge(base: &mut toml::Table, overlay: toml::Table) {
@@ -393,16 +460,25 @@ fn merge(base: &mut toml::Table, overlay: toml::Table) {
 
 /// Applies `SIAR_<SECTION>_<KEY>=value` to keys that exist; returns notes for variables that
 /// name a section but no key in it.
-fn apply_env(value: &mut toml::Table, env: impl IntoIterator<Item = (String, String)>) -> Vec<String> {
+fn apply_env(
+    value: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Vec<String> {
     let mut notes = Vec::new();
     for (name, raw) in env {
-        let Some(rest) = name.strip_prefix("SIAR_") else { continue };
+        let Some(rest) = name.strip_prefix("SIAR_") else {
+            continue;
+        };
         if NOT_CONFIG_ENV.contains(&name.as_str()) {
             continue;
         }
         let rest = rest.to_ascii_lowercase();
-        let Some((section, key)) = rest.split_once('_') else { continue };
-        let Some(toml::Value::Table(table)) = value.get_mut(section) else { continue };
+        let Some((section, key)) = rest.split_once('_') else {
+            continue;
+        };
+        let Some(toml::Value::Table(table)) = value.get_mut(section) else {
+            continue;
+        };
         match table.get(key) {
             Some(old) => {
                 let new = match old {
@@ -414,7 +490,9 @@ fn apply_env(value: &mut toml::Table, env: impl IntoIterator<Item = (String, Str
                     Some(v) => {
                         table.insert(key.to_owned(), v);
                     }
-                    None => notes.push(format!("{name}=`{raw}` is not a valid {section}.{key}; ignored")),
+                    None => notes.push(format!(
+                        "{name}=`{raw}` is not a valid {section}.{key}; ignored"
+                    )),
                 }
             }
             None => notes.push(format!("{name} matches no key of [{section}]; ignored")),
@@ -428,7 +506,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
@@ -456,7 +537,10 @@ mod tests {
         assert_eq!(c.server.listen, "127.0.0.1:0");
         assert_eq!(c.store.path, PathBuf::from("/tmp/x"));
         assert_eq!(c.feeds.items, 50);
-        assert_eq!(notes, ["SIAR_SERVER_LISTN matches no key of [server]; ignored"]);
+        assert_eq!(
+            notes,
+            ["SIAR_SERVER_LISTN matches no key of [server]; ignored"]
+        );
     }
 
     #[test]

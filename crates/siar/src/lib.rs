@@ -53,9 +53,15 @@ pub async fn serve(
     if app.token.is_none() {
         warn!(env = %app.config.api.token_env, "No API token is set: the API answers 503 until one is configured.");
     }
-    let recovered = app.store.recover_in_flight(app.clock.now()).context("recovering leases at start-up")?;
+    let recovered = app
+        .store
+        .recover_in_flight(app.clock.now())
+        .context("recovering leases at start-up")?;
     if recovered > 0 {
-        info!(deliveries = recovered, "Deliveries that were in flight when siar stopped are due again.");
+        info!(
+            deliveries = recovered,
+            "Deliveries that were in flight when siar stopped are due again."
+        );
     }
 
     let stop = CancellationToken::new();
@@ -69,7 +75,12 @@ pub async fn serve(
         .build()
         .context("building the HTTP client")?;
     for u in app.config.ingest.upstream.clone() {
-        tasks.spawn(sources::upstream::run(app.clone(), u, client.clone(), stop.clone()));
+        tasks.spawn(sources::upstream::run(
+            app.clone(),
+            u,
+            client.clone(),
+            stop.clone(),
+        ));
     }
 
     let router = api::router(app.clone()).layer(axum::extract::DefaultBodyLimit::max(body_limit));
@@ -83,13 +94,18 @@ pub async fn serve(
         .await
         .context("serving HTTP")?;
     stop.cancel();
-    if tokio::time::timeout(SHUTDOWN_GRACE, async { while tasks.join_next().await.is_some() {} })
-        .await
-        .is_err()
+    if tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
     {
         warn!("Some work did not finish within the grace period; it will be resumed at the next start.");
     }
-    app.store.flush().await.context("flushing the store at shutdown")?;
+    app.store
+        .flush()
+        .await
+        .context("flushing the store at shutdown")?;
     info!("Stopped.");
     Ok(())
 }

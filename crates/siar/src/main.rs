@@ -9,7 +9,11 @@ use siar::cli;
 use siar::config::Config;
 
 #[derive(Parser)]
-#[command(name = "siar", version, about = "Syndicate government press releases to feeds, email lists and partner webhooks.")]
+#[command(
+    name = "siar",
+    version,
+    about = "Syndicate government press releases to feeds, email lists and partner webhooks."
+)]
 struct Args {
     /// Configuration file. Default: config/siar.toml if it exists, else built-in defaults.
     #[arg(long, global = true, env = "SIAR_CONFIG")]
@@ -92,7 +96,8 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
             let list: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
             bail!(
                 "the configuration{} is not valid:\n{}",
-                path.map(|p| format!(" in {}", p.display())).unwrap_or_default(),
+                path.map(|p| format!(" in {}", p.display()))
+                    .unwrap_or_default(),
                 list.join("\n")
             )
         }
@@ -136,16 +141,29 @@ fn run(args: Args) -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let store = siar_store::Store::open(&config.store.path)
-        .with_context(|| format!("opening the store at {} (store.path)", config.store.path.display()))?;
+    let store = siar_store::Store::open(&config.store.path).with_context(|| {
+        format!(
+            "opening the store at {} (store.path)",
+            config.store.path.display()
+        )
+    })?;
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await
         .with_context(|| format!("listening on {} (server.listen)", config.server.listen))?;
-    let addr = listener.local_addr().context("reading the listening address")?;
+    let addr = listener
+        .local_addr()
+        .context("reading the listening address")?;
     tracing::info!(%addr, store = %config.store.path.display(), "siar is running.");
     // One line on stdout, for scripts and tests that started siar on port 0.
     println!("listening on http://{addr}");
-    siar::serve(config, store, listener, Arc::new(siar::clock::SystemClock), shutdown_signal()).await
+    siar::serve(
+        config,
+        store,
+        listener,
+        Arc::new(siar::clock::SystemClock),
+        shutdown_signal(),
+    )
+    .await
 }
 
 async fn shutdown_signal() {

@@ -48,7 +48,8 @@ impl Router for ConfigRouter {
         self.routes
             .iter()
             .filter(|r| {
-                r.categories.is_empty() || r.categories.iter().any(|c| content.categories.contains(c))
+                r.categories.is_empty()
+                    || r.categories.iter().any(|c| content.categories.contains(c))
             })
             .map(|r| r.target.clone())
             .collect()
@@ -103,12 +104,25 @@ name = "J"
         let (config, _) = Config::load(Some(&path), Vec::new()).unwrap();
         let r = ConfigRouter::new(&config);
         let mut c = ReleaseContent::default();
-        let names = |r: &ConfigRouter, c: &ReleaseContent| r.targets(c).iter().map(|t| t.to_string()).collect::<Vec<_>>();
+        let names = |r: &ConfigRouter, c: &ReleaseContent| {
+            r.targets(c)
+                .iter()
+                .map(|t| t.to_string())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(names(&r, &c), ["partner:mc", "list:jurnalis"]);
         c.categories = vec![Category::parse("pemerintahan").unwrap()];
-        assert_eq!(names(&r, &c), ["partner:mc", "partner:radio", "list:jurnalis"]);
-        let now = DateTime::parse_from_rfc3339("2026-11-29T12:00:00Z").unwrap().with_timezone(&Utc);
+        assert_eq!(
+            names(&r, &c),
+            ["partner:mc", "partner:radio", "list:jurnalis"]
+        );
+        let now = DateTime::parse_from_rfc3339("2026-11-29T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
         assert_eq!(r.due_at(&Target::Partner("mc".into()), now), now);
-        assert_eq!(r.due_at(&Target::Partner("radio".into()), now).to_rfc3339(), "2026-11-29T21:30:00+00:00");
+        assert_eq!(
+            r.due_at(&Target::Partner("radio".into()), now).to_rfc3339(),
+            "2026-11-29T21:30:00+00:00"
+        );
     }
 }

@@ -56,16 +56,32 @@ mod tests {
         let w = When::parse("0 30 5,11,17 * * *").unwrap();
         let tz = chrono_tz::Asia::Makassar;
         // 05:30 WITA is 21:30 UTC the day before.
-        assert_eq!(w.next_after(t("2026-11-29T12:00:00Z"), tz), t("2026-11-29T21:30:00Z"));
-        assert_eq!(w.next_after(t("2026-11-29T21:30:00Z"), tz), t("2026-11-30T03:30:00Z"));
-        assert_eq!(w.next_after(t("2026-11-30T03:30:01Z"), tz), t("2026-11-30T09:30:00Z"));
+        assert_eq!(
+            w.next_after(t("2026-11-29T12:00:00Z"), tz),
+            t("2026-11-29T21:30:00Z")
+        );
+        assert_eq!(
+            w.next_after(t("2026-11-29T21:30:00Z"), tz),
+            t("2026-11-30T03:30:00Z")
+        );
+        assert_eq!(
+            w.next_after(t("2026-11-30T03:30:01Z"), tz),
+            t("2026-11-30T09:30:00Z")
+        );
     }
 
     #[test]
     fn instant_and_errors() {
         let now = t("2026-11-29T12:00:00Z");
-        assert_eq!(When::parse("instant").unwrap().next_after(now, chrono_tz::UTC), now);
-        assert!(When::parse("every day").unwrap_err().contains("seconds first"));
+        assert_eq!(
+            When::parse("instant")
+                .unwrap()
+                .next_after(now, chrono_tz::UTC),
+            now
+        );
+        assert!(When::parse("every day")
+            .unwrap_err()
+            .contains("seconds first"));
         assert!(When::parse("0 30 5 * *").is_err());
     }
 }

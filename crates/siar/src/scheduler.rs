@@ -125,18 +125,29 @@ mod tests {
         let new = NewRelease {
             content,
             publish_at,
-            provenance: Provenance { source: Source::Api, content_hash: "h".into(), received_at: base, idempotency_key: None },
+            provenance: Provenance {
+                source: Source::Api,
+                content_hash: "h".into(),
+                received_at: base,
+                idempotency_key: None,
+            },
         };
         let id = store.ingest(new, base, &()).unwrap().release.id;
         app.schedule_changed.notify_one();
 
         tokio::time::sleep(std::time::Duration::from_secs(6 * 3600 - 1)).await;
-        assert_eq!(store.release(id).unwrap().unwrap().status, Status::Scheduled);
+        assert_eq!(
+            store.release(id).unwrap().unwrap().status,
+            Status::Scheduled
+        );
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
         let r = store.release(id).unwrap().unwrap();
         assert_eq!(r.status, Status::Published);
         let at = r.published_at.unwrap();
-        assert!(at >= publish_at && at <= publish_at + Duration::seconds(1), "published at {at}");
+        assert!(
+            at >= publish_at && at <= publish_at + Duration::seconds(1),
+            "published at {at}"
+        );
         shutdown.cancel();
         task.await.unwrap();
     }
@@ -165,7 +176,11 @@ mod tests {
         let fired = fired.lock().unwrap().clone();
         assert_eq!(
             fired,
-            [t("2026-11-29T21:30:00Z"), t("2026-11-30T03:30:00Z"), t("2026-11-30T09:30:00Z")]
+            [
+                t("2026-11-29T21:30:00Z"),
+                t("2026-11-30T03:30:00Z"),
+                t("2026-11-30T09:30:00Z")
+            ]
         );
     }
 }

@@ -10,12 +10,17 @@ fn ctx() -> ParseContext {
 }
 
 fn sample(name: &str) -> Vec<u8> {
-    let path = format!("{}/../../tests/samples/releases/{name}", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../../tests/samples/releases/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 fn kalsel(text: &str) -> ReleaseContent {
-    parse(text.as_bytes(), Format::Kalsel, &ctx()).unwrap().content
+    parse(text.as_bytes(), Format::Kalsel, &ctx())
+        .unwrap()
+        .content
 }
 
 fn codes(w: &[siar_model::Warning]) -> Vec<&str> {
@@ -24,9 +29,17 @@ fn codes(w: &[siar_model::Warning]) -> Vec<&str> {
 
 #[test]
 fn kpu_sample() {
-    let c = parse(&sample("kpu-kalsel-diskominfo.txt"), Format::Kalsel, &ctx()).unwrap().content;
-    assert_eq!(c.title, "KPU Kalsel Sambangi Diskominfo Kalsel Terkait Penyebarluasan Informasi");
-    assert_eq!(c.captions, ["Suasana pertemuan KPU Kalsel dengan Diskominfo Kalsel"]);
+    let c = parse(&sample("kpu-kalsel-diskominfo.txt"), Format::Kalsel, &ctx())
+        .unwrap()
+        .content;
+    assert_eq!(
+        c.title,
+        "KPU Kalsel Sambangi Diskominfo Kalsel Terkait Penyebarluasan Informasi"
+    );
+    assert_eq!(
+        c.captions,
+        ["Suasana pertemuan KPU Kalsel dengan Diskominfo Kalsel"]
+    );
     assert_eq!(c.dateline.as_deref(), Some("BANJARBARU"));
     let d = c.event_date.as_ref().unwrap();
     assert_eq!(d.date, NaiveDate::from_ymd_opt(2021, 9, 1).unwrap());
@@ -36,7 +49,11 @@ fn kpu_sample() {
     assert_eq!(c.source_agency, None);
     assert_eq!(c.body.len(), 14);
     assert!(c.body[0].starts_with("Komisi Pemilihan Umum (KPU) Kalimantan Selatan mendatangi"));
-    assert!(c.body[13].ends_with("jumlah personil pemberitaan di Diskominfo."), "{}", c.body[13]);
+    assert!(
+        c.body[13].ends_with("jumlah personil pemberitaan di Diskominfo."),
+        "{}",
+        c.body[13]
+    );
     let all = c.body.join("\n");
     assert!(!all.contains("Suasana pertemuan"));
     assert!(!all.contains("ASC") && !all.contains("RDM/RH"));
@@ -46,8 +63,13 @@ fn kpu_sample() {
 
 #[test]
 fn geopark_sample_caption_inside_body_and_wrapped_line() {
-    let c = parse(&sample("geopark-meratus.txt"), Format::Kalsel, &ctx()).unwrap().content;
-    assert_eq!(c.title, "Pemprov Kalsel Lakukan Koordinasi Sambut Penilaian Geopark Meratus");
+    let c = parse(&sample("geopark-meratus.txt"), Format::Kalsel, &ctx())
+        .unwrap()
+        .content;
+    assert_eq!(
+        c.title,
+        "Pemprov Kalsel Lakukan Koordinasi Sambut Penilaian Geopark Meratus"
+    );
     assert_eq!(c.dateline.as_deref(), Some("BANJARMASIN"));
     assert_eq!(
         c.captions,
@@ -58,7 +80,11 @@ fn geopark_sample_caption_inside_body_and_wrapped_line() {
     assert_eq!(d.raw, "Kamis (15/2)");
     assert_eq!(c.closing_codes, ["NHF", "RDM", "APR"]);
     // "Dimana,\nmenfokuskan" is one wrapped paragraph, not two.
-    assert!(c.body[1].contains("Dimana, menfokuskan 17 titik"), "{}", c.body[1]);
+    assert!(
+        c.body[1].contains("Dimana, menfokuskan 17 titik"),
+        "{}",
+        c.body[1]
+    );
     assert_eq!(c.body.len(), 7);
     assert!(c.body[6].ends_with("tutupnya."), "{}", c.body[6]);
     assert!(!c.body.iter().any(|p| p.contains("saat diwancara")));
@@ -66,7 +92,9 @@ fn geopark_sample_caption_inside_body_and_wrapped_line() {
 
 #[test]
 fn voli_sample_without_weekday_date() {
-    let c = parse(&sample("voli-polda.txt"), Format::Kalsel, &ctx()).unwrap().content;
+    let c = parse(&sample("voli-polda.txt"), Format::Kalsel, &ctx())
+        .unwrap()
+        .content;
     assert_eq!(c.title, "Polda Kalsel Gelar Kejuaraan Bola Voli");
     assert_eq!(c.dateline.as_deref(), Some("BANJARBARU"));
     assert!(c.captions.is_empty());
@@ -100,8 +128,13 @@ fn bare_codes_on_their_own_line_and_after_a_sentence() {
 
 #[test]
 fn republisher_footer() {
-    let c = kalsel("Judul\n\nBANJARBARU – Isi.\n\nAkhir. (ASC/RH)\n\nsumber : diskominfomc.kalselprov.go.id\n");
-    assert_eq!(c.footer.as_deref(), Some("sumber : diskominfomc.kalselprov.go.id"));
+    let c = kalsel(
+        "Judul\n\nBANJARBARU – Isi.\n\nAkhir. (ASC/RH)\n\nsumber : diskominfomc.kalselprov.go.id\n",
+    );
+    assert_eq!(
+        c.footer.as_deref(),
+        Some("sumber : diskominfomc.kalselprov.go.id")
+    );
     assert_eq!(c.closing_codes, ["ASC", "RH"]);
     assert_eq!(c.body, ["Isi.", "Akhir."]);
 
@@ -142,7 +175,10 @@ fn date_with_year_and_time() {
 fn no_dateline_is_a_warning_not_an_error() {
     let c = kalsel("Judul\n\nPemerintah provinsi menggelar rapat, Rabu (1/9).\n\nSelesai. (ASC)");
     assert_eq!(c.dateline, None);
-    assert_eq!(c.body[0], "Pemerintah provinsi menggelar rapat, Rabu (1/9).");
+    assert_eq!(
+        c.body[0],
+        "Pemerintah provinsi menggelar rapat, Rabu (1/9)."
+    );
     assert_eq!(codes(&c.warnings), ["no_dateline"]);
     assert_eq!(c.closing_codes, ["ASC"]);
 }
@@ -169,7 +205,10 @@ fn crlf_and_bom_give_the_same_release() {
     let a = parse(&plain, Format::Kalsel, &ctx()).unwrap();
     let b = parse(&dos, Format::Kalsel, &ctx()).unwrap();
     assert_eq!(a.content, b.content);
-    assert_eq!(a.content_hash, b.content_hash, "the hash is over the normalised text");
+    assert_eq!(
+        a.content_hash, b.content_hash,
+        "the hash is over the normalised text"
+    );
 }
 
 #[test]
@@ -180,9 +219,18 @@ fn bad_inputs_get_clear_errors() {
     let title_only = e(b"\n\nHanya Judul\n");
     assert_eq!(title_only.line(), Some(3));
     assert!(title_only.to_string().contains("no body"), "{title_only}");
-    assert!(matches!(e(b"\x7fELF\x02\x01\x01\x00\x00"), ParseError::Binary { offset: 7, .. }));
+    assert!(matches!(
+        e(b"\x7fELF\x02\x01\x01\x00\x00"),
+        ParseError::Binary { offset: 7, .. }
+    ));
     let big = vec![b'a'; 5 * 1024 * 1024];
-    assert!(matches!(e(&big), ParseError::TooLarge { size: 5_242_880, .. }));
+    assert!(matches!(
+        e(&big),
+        ParseError::TooLarge {
+            size: 5_242_880,
+            ..
+        }
+    ));
     let long_title = "x".repeat(400) + "\n\nIsi.";
     assert!(e(long_title.as_bytes()).to_string().starts_with("line 1: "));
 }
@@ -193,7 +241,10 @@ fn forbidden_characters_and_markup_are_cleaned() {
     assert_eq!(c.title, "Judul");
     assert_eq!(c.body[0], "Isi dengan tebal & a < b.");
     let w = codes(&c.warnings);
-    assert!(w.contains(&"forbidden_characters") && w.contains(&"markup_removed"), "{w:?}");
+    assert!(
+        w.contains(&"forbidden_characters") && w.contains(&"markup_removed"),
+        "{w:?}"
+    );
 }
 
 #[test]

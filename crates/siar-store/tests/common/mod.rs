@@ -10,7 +10,10 @@ pub struct TestRouter;
 
 impl Router for TestRouter {
     fn targets(&self, c: &ReleaseContent) -> Vec<Target> {
-        let mut t = vec![Target::Partner("semua".into()), Target::List("jurnalis".into())];
+        let mut t = vec![
+            Target::Partner("semua".into()),
+            Target::List("jurnalis".into()),
+        ];
         if c.categories.iter().any(|c| c.as_str() == "ekonomi") {
             t.push(Target::Partner("ekonomi".into()));
         }
@@ -41,7 +44,12 @@ pub fn content(title: &str, cats: &[&str]) -> ReleaseContent {
     }
 }
 
-pub fn new_release(title: &str, cats: &[&str], publish_at: DateTime<Utc>, source: Source) -> NewRelease {
+pub fn new_release(
+    title: &str,
+    cats: &[&str],
+    publish_at: DateTime<Utc>,
+    source: Source,
+) -> NewRelease {
     NewRelease {
         content: content(title, cats),
         publish_at,

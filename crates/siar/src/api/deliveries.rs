@@ -35,13 +35,23 @@ pub struct DeliveryParams {
     responses((status = 200, body = DeliveryList), (status = 404, body = super::ErrorBody), (status = 401, body = super::ErrorBody)),
     security(("bearer" = []))
 )]
-pub async fn for_release(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Json<DeliveryList>, ApiError> {
+pub async fn for_release(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Result<Json<DeliveryList>, ApiError> {
     let r = match id.parse() {
         Ok(rid) => app.store.release(rid)?,
         Err(_) => app.store.release_by_slug(&id)?,
     }
-    .ok_or_else(|| ApiError::not_found(format!("no release `{}`", id.chars().take(80).collect::<String>())))?;
-    Ok(Json(DeliveryList { items: app.store.deliveries_for_release(r.id)? }))
+    .ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no release `{}`",
+            id.chars().take(80).collect::<String>()
+        ))
+    })?;
+    Ok(Json(DeliveryList {
+        items: app.store.deliveries_for_release(r.id)?,
+    }))
 }
 
 /// Deliveries with one status, oldest first.
@@ -50,8 +60,16 @@ pub async fn for_release(State(app): State<Arc<App>>, Path(id): Path<String>) ->
     responses((status = 200, body = DeliveryList), (status = 400, body = super::ErrorBody), (status = 401, body = super::ErrorBody)),
     security(("bearer" = []))
 )]
-pub async fn list(State(app): State<Arc<App>>, Query(p): Query<DeliveryParams>) -> Result<Json<DeliveryList>, ApiError> {
-    let status: DeliveryStatus = p.status.as_deref().unwrap_or("failed").parse().map_err(ApiError::bad_request)?;
+pub async fn list(
+    State(app): State<Arc<App>>,
+    Query(p): Query<DeliveryParams>,
+) -> Result<Json<DeliveryList>, ApiError> {
+    let status: DeliveryStatus = p
+        .status
+        .as_deref()
+        .unwrap_or("failed")
+        .parse()
+        .map_err(ApiError::bad_request)?;
     let limit = p.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::bad_request("limit must be between 1 and 1000"));
@@ -62,7 +80,9 @@ pub async fn list(State(app): State<Arc<App>>, Query(p): Query<DeliveryParams>) 
         .map(str::parse::<DeliveryId>)
         .transpose()
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    Ok(Json(DeliveryList { items: app.store.deliveries_with_status(status, limit, after)? }))
+    Ok(Json(DeliveryList {
+        items: app.store.deliveries_with_status(status, limit, after)?,
+    }))
 }
 
 /// Replay a delivery now (failed, delivered or superseded; a pending one is brought forward).
@@ -72,8 +92,17 @@ pub async fn list(State(app): State<Arc<App>>, Query(p): Query<DeliveryParams>) 
     responses((status = 200, body = Delivery), (status = 404, body = super::ErrorBody), (status = 409, body = super::ErrorBody), (status = 401, body = super::ErrorBody)),
     security(("bearer" = []))
 )]
-pub async fn retry(State(app): State<Arc<App>>, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<Delivery>, ApiError> {
-    let id: DeliveryId = id.parse().map_err(|_| ApiError::not_found(format!("no delivery `{}`", id.chars().take(80).collect::<String>())))?;
+pub async fn retry(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Delivery>, ApiError> {
+    let id: DeliveryId = id.parse().map_err(|_| {
+        ApiError::not_found(format!(
+            "no delivery `{}`",
+            id.chars().take(80).collect::<String>()
+        ))
+    })?;
     let actor = match headers.get("siar-source").and_then(|v| v.to_str().ok()) {
         Some("cli") => "cli",
         _ => "api",

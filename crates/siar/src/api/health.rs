@@ -20,7 +20,10 @@ pub struct Health {
 /// Liveness: 200 while the process serves HTTP.
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
 pub async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok", problems: Vec::new() })
+    Json(Health {
+        status: "ok",
+        problems: Vec::new(),
+    })
 }
 
 /// Readiness: 200 when the store takes writes and the scheduler runs; 503 otherwise.
@@ -38,8 +41,20 @@ pub async fn readyz(State(app): State<Arc<App>>) -> (StatusCode, Json<Health>) {
         problems.push("scheduler: not running".into());
     }
     if problems.is_empty() {
-        (StatusCode::OK, Json(Health { status: "ready", problems }))
+        (
+            StatusCode::OK,
+            Json(Health {
+                status: "ready",
+                problems,
+            }),
+        )
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: "not_ready", problems }))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(Health {
+                status: "not_ready",
+                problems,
+            }),
+        )
     }
 }

@@ -37,7 +37,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/deliveries/{id}/retry", post(deliveries::retry))
         .route("/audit", get(releases::audit))
         .fallback(|| async { ApiError::not_found("no such API route") })
-        .route_layer(middleware::from_fn_with_state(app.clone(), require_token));
+        .route_layer(middleware::from_fn_with_state(app.clone(), require_token))
+        .layer(middleware::map_response(json_errors));
     Router::new()
         .nest("/api/v1", api)
         .route("/api/openapi.json", get(openapi::document))
@@ -112,8 +113,10 @@ impl IntoResponse for ApiError {
         };
         let mut resp = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"siar\""));
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"siar\""),
+            );
         }
         resp
     }
@@ -122,8 +125,12 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         let (status, code) = match &e {
-            StoreError::ReleaseNotFound(_) | StoreError::DeliveryNotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
-            StoreError::Conflict(_) | StoreError::LeaseLost(_) => (StatusCode::CONFLICT, "conflict"),
+            StoreError::ReleaseNotFound(_) | StoreError::DeliveryNotFound(_) => {
+                (StatusCode::NOT_FOUND, "not_found")
+            }
+            StoreError::Conflict(_) | StoreError::LeaseLost(_) => {
+                (StatusCode::CONFLICT, "conflict")
+            }
             StoreError::Storage { .. } => (StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable"),
             StoreError::Corrupt { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "storage_corrupt"),
         };
@@ -152,6 +159,39 @@ impl From<IngestError> for ApiError {
     }
 }
 
+/// Gives the errors axum itself produces (a malformed query or path, a wrong method) the one
+/// JSON error shape the API promises.
+async fn json_errors(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let text = match axum::body::to_bytes(resp.into_body(), 16 * 1024).await {
+        Ok(b) => String::from_utf8_lossy(&b).trim().to_owned(),
+        Err(_) => String::new(),
+    };
+    let code = match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+        StatusCode::UNPROCESSABLE_ENTITY => "invalid_request",
+        s if s.is_server_error() => "internal_error",
+        _ => "error",
+    };
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text
+    };
+    ApiError::new(status, code, message).into_response()
+}
+
 /// Bearer-token check for every `/api/v1` route. Both sides are hashed before a
 /// constant-time comparison, so neither content nor length leaks through timing.
 async fn require_token(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
@@ -159,7 +199,10 @@ async fn require_token(State(app): State<Arc<App>>, req: Request, next: Next) ->
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "api_disabled",
-            format!("no API token is configured: set the environment variable {}", app.config.api.token_env),
+            format!(
+                "no API token is configured: set the environment variable {}",
+                app.config.api.token_env
+            ),
         )
         .into_response();
     };
@@ -167,7 +210,10 @@ async fn require_token(State(app): State<Arc<App>>, req: Request, next: Next) ->
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim);
     let ok = given.is_some_and(|g| {
         let a = Sha256::digest(g.as_bytes());

@@ -108,8 +108,11 @@ async fn body(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
     let mut buf = Vec::new();
     let mut total = 0usize;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?;
-        let Ok(data) = frame.into_data() else { continue };
+        let frame = frame
+            .map_err(|e| ApiError::bad_request(format!("could not read the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
         total = total.saturating_add(data.len());
         if total <= limit {
             buf.extend_from_slice(&data);
@@ -128,7 +131,10 @@ async fn body(body: Body, limit: usize) -> Result<Vec<u8>, ApiError> {
 }
 
 fn format_of(headers: &HeaderMap) -> Result<Format, ApiError> {
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     Format::from_content_type(ct).ok_or_else(|| {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -148,29 +154,55 @@ fn source_of(headers: &HeaderMap) -> Source {
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(v) = headers.get("idempotency-key") else { return Ok(None) };
-    let k = v.to_str().map_err(|_| ApiError::bad_request("Idempotency-Key must be visible ASCII"))?.trim();
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let k = v
+        .to_str()
+        .map_err(|_| ApiError::bad_request("Idempotency-Key must be visible ASCII"))?
+        .trim();
     if k.is_empty() || k.len() > 255 {
-        return Err(ApiError::bad_request("Idempotency-Key must be 1 to 255 characters"));
+        return Err(ApiError::bad_request(
+            "Idempotency-Key must be 1 to 255 characters",
+        ));
     }
     Ok(Some(k.to_owned()))
 }
 
-fn input(app: &App, headers: &HeaderMap, params: &CreateParams, bytes: Vec<u8>) -> Result<Input, ApiError> {
+fn input(
+    app: &App,
+    headers: &HeaderMap,
+    params: &CreateParams,
+    bytes: Vec<u8>,
+) -> Result<Input, ApiError> {
     let publish_at = params
         .publish_at
         .as_deref()
         .filter(|s| !s.trim().is_empty())
         .map(|w| siar_ingest::parse_when(w, app.config.timezone()))
         .transpose()
-        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_publish_at", e.to_string()))?;
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_publish_at",
+                e.to_string(),
+            )
+        })?;
     let categories = params
         .categories
         .as_deref()
         .unwrap_or("")
         .split(',')
         .filter(|c| !c.trim().is_empty())
-        .map(|c| Category::parse(c).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_category", e.to_string())))
+        .map(|c| {
+            Category::parse(c).map_err(|e| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_category",
+                    e.to_string(),
+                )
+            })
+        })
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Input {
         bytes,
@@ -188,12 +220,21 @@ fn find(app: &App, id: &str) -> Result<Release, ApiError> {
         Ok(rid) => app.store.release(rid)?,
         Err(_) => app.store.release_by_slug(id)?,
     };
-    r.ok_or_else(|| ApiError::not_found(format!("no release `{}`", id.chars().take(80).collect::<String>())))
+    r.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no release `{}`",
+            id.chars().take(80).collect::<String>()
+        ))
+    })
 }
 
 fn created(r: Release, was_created: bool) -> Response {
     let location = format!("/api/v1/releases/{}", r.id);
-    let status = if was_created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if was_created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     (status, [(header::LOCATION, location)], Json(r)).into_response()
 }
 
@@ -226,7 +267,12 @@ pub async fn create(
     Query(params): Query<CreateParams>,
     bytes: Body,
 ) -> Result<Response, ApiError> {
-    let input = input(&app, &headers, &params, body(bytes, app.config.server.body_limit).await?)?;
+    let input = input(
+        &app,
+        &headers,
+        &params,
+        body(bytes, app.config.server.body_limit).await?,
+    )?;
     let out = app.ingest(input).await?;
     Ok(created(out.release, out.created))
 }
@@ -237,7 +283,10 @@ pub async fn create(
     responses((status = 200, body = ReleasePage), (status = 400, body = super::ErrorBody), (status = 401, body = super::ErrorBody)),
     security(("bearer" = []))
 )]
-pub async fn list(State(app): State<Arc<App>>, Query(p): Query<ListParams>) -> Result<Json<ReleasePage>, ApiError> {
+pub async fn list(
+    State(app): State<Arc<App>>,
+    Query(p): Query<ListParams>,
+) -> Result<Json<ReleasePage>, ApiError> {
     let limit = p.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::bad_request("limit must be between 1 and 500"));
@@ -248,7 +297,10 @@ pub async fn list(State(app): State<Arc<App>>, Query(p): Query<ListParams>) -> R
         .map(Category::parse)
         .transpose()
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let filter = ReleaseFilter { public_at: None, category };
+    let filter = ReleaseFilter {
+        public_at: None,
+        category,
+    };
     let page = app
         .store
         .list(&filter, limit, p.cursor.as_deref())
@@ -256,7 +308,10 @@ pub async fn list(State(app): State<Arc<App>>, Query(p): Query<ListParams>) -> R
             siar_store::StoreError::Conflict(m) => ApiError::bad_request(m),
             e => e.into(),
         })?;
-    Ok(Json(ReleasePage { items: page.items, next_cursor: page.next_cursor }))
+    Ok(Json(ReleasePage {
+        items: page.items,
+        next_cursor: page.next_cursor,
+    }))
 }
 
 /// One release, by id or slug.
@@ -266,7 +321,10 @@ pub async fn list(State(app): State<Arc<App>>, Query(p): Query<ListParams>) -> R
     responses((status = 200, body = Release), (status = 404, body = super::ErrorBody), (status = 401, body = super::ErrorBody)),
     security(("bearer" = []))
 )]
-pub async fn show(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Json<Release>, ApiError> {
+pub async fn show(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Result<Json<Release>, ApiError> {
     Ok(Json(find(&app, &id)?))
 }
 
@@ -277,9 +335,14 @@ pub async fn show(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result
     responses((status = 200, body = VersionList), (status = 404, body = super::ErrorBody), (status = 401, body = super::ErrorBody)),
     security(("bearer" = []))
 )]
-pub async fn versions(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Json<VersionList>, ApiError> {
+pub async fn versions(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Result<Json<VersionList>, ApiError> {
     let r = find(&app, &id)?;
-    Ok(Json(VersionList { items: app.store.versions(r.id)? }))
+    Ok(Json(VersionList {
+        items: app.store.versions(r.id)?,
+    }))
 }
 
 /// One version of a release.
@@ -289,9 +352,14 @@ pub async fn versions(State(app): State<Arc<App>>, Path(id): Path<String>) -> Re
     responses((status = 200, body = Version), (status = 404, body = super::ErrorBody), (status = 401, body = super::ErrorBody)),
     security(("bearer" = []))
 )]
-pub async fn version(State(app): State<Arc<App>>, Path((id, n)): Path<(String, String)>) -> Result<Json<Version>, ApiError> {
+pub async fn version(
+    State(app): State<Arc<App>>,
+    Path((id, n)): Path<(String, String)>,
+) -> Result<Json<Version>, ApiError> {
     let r = find(&app, &id)?;
-    let n: u32 = n.parse().map_err(|_| ApiError::not_found(format!("no version `{n}`")))?;
+    let n: u32 = n
+        .parse()
+        .map_err(|_| ApiError::not_found(format!("no version `{n}`")))?;
     app.store
         .version(r.id, n)?
         .map(Json)
@@ -326,11 +394,23 @@ pub async fn correct(
 ) -> Result<Response, ApiError> {
     let note = siar_model::text::collapse_whitespace(&params.note);
     if note.is_empty() || note.chars().count() > 1000 {
-        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_note", "note must be 1 to 1000 characters"));
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_note",
+            "note must be 1 to 1000 characters",
+        ));
     }
     let r = find(&app, &id)?;
-    let create = CreateParams { publish_at: None, categories: None };
-    let input = input(&app, &headers, &create, body(bytes, app.config.server.body_limit).await?)?;
+    let create = CreateParams {
+        publish_at: None,
+        categories: None,
+    };
+    let input = input(
+        &app,
+        &headers,
+        &create,
+        body(bytes, app.config.server.body_limit).await?,
+    )?;
     let out = app.correct(r.id, input, &note).await?;
     Ok(created(out.release, out.created))
 }
@@ -349,10 +429,21 @@ pub async fn retract(
     headers: HeaderMap,
     body: Result<Json<RetractionRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Release>, ApiError> {
-    let Json(req) = body.map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", e.body_text()))?;
-    let reason = siar_model::text::collapse_whitespace(&siar_model::text::strip_forbidden(&req.reason).0);
+    let Json(req) = body.map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+            e.body_text(),
+        )
+    })?;
+    let reason =
+        siar_model::text::collapse_whitespace(&siar_model::text::strip_forbidden(&req.reason).0);
     if reason.is_empty() || reason.chars().count() > 1000 {
-        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_reason", "reason must be 1 to 1000 characters"));
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_reason",
+            "reason must be 1 to 1000 characters",
+        ));
     }
     let r = find(&app, &id)?;
     let actor = source_of(&headers).actor();
@@ -365,11 +456,16 @@ pub async fn retract(
     responses((status = 200, body = AuditPage), (status = 400, body = super::ErrorBody), (status = 401, body = super::ErrorBody)),
     security(("bearer" = []))
 )]
-pub async fn audit(State(app): State<Arc<App>>, Query(p): Query<AuditParams>) -> Result<Json<AuditPage>, ApiError> {
+pub async fn audit(
+    State(app): State<Arc<App>>,
+    Query(p): Query<AuditParams>,
+) -> Result<Json<AuditPage>, ApiError> {
     let limit = p.limit.unwrap_or(100).clamp(1, 1000);
     let release = match p.release.as_deref() {
         Some(id) => Some(find(&app, id)?.id),
         None => None,
     };
-    Ok(Json(AuditPage { items: app.store.audit_log(limit, release)? }))
+    Ok(Json(AuditPage {
+        items: app.store.audit_log(limit, release)?,
+    }))
 }

@@ -48,7 +48,13 @@ pub async fn run(app: Arc<App>, shutdown: CancellationToken) {
 
 type Seen = HashMap<PathBuf, (u64, SystemTime)>;
 
-async fn scan(app: &App, inbox: &Path, settle: Duration, seen: Seen, shutdown: &CancellationToken) -> Seen {
+async fn scan(
+    app: &App,
+    inbox: &Path,
+    settle: Duration,
+    seen: Seen,
+    shutdown: &CancellationToken,
+) -> Seen {
     let mut next = Seen::new();
     let entries = match std::fs::read_dir(inbox) {
         Ok(e) => e,
@@ -70,7 +76,10 @@ async fn scan(app: &App, inbox: &Path, settle: Duration, seen: Seen, shutdown: &
         if !meta.is_file() {
             continue;
         }
-        let stamp = (meta.len(), meta.modified().unwrap_or(SystemTime::UNIX_EPOCH));
+        let stamp = (
+            meta.len(),
+            meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        );
         let settled = stamp.1.elapsed().map(|e| e >= settle).unwrap_or(true);
         if seen.get(&path) == Some(&stamp) && settled {
             ready.push((path, name, stamp.0));
@@ -94,12 +103,20 @@ async fn scan(app: &App, inbox: &Path, settle: Duration, seen: Seen, shutdown: &
 /// Ingests one file. Returns false when the file stays in the inbox to be retried.
 async fn process(app: &App, inbox: &Path, path: &Path, name: &str, len: u64) -> bool {
     let Some(format) = Format::from_file_name(name) else {
-        reject(inbox, path, name, "unsupported file type: use .txt (Kalsel text), .md (Markdown) or .json");
+        reject(
+            inbox,
+            path,
+            name,
+            "unsupported file type: use .txt (Kalsel text), .md (Markdown) or .json",
+        );
         return true;
     };
     let limit = app.config.ingest.max_bytes;
     if len > limit as u64 {
-        let e = ParseError::TooLarge { size: usize::try_from(len).unwrap_or(usize::MAX), limit };
+        let e = ParseError::TooLarge {
+            size: usize::try_from(len).unwrap_or(usize::MAX),
+            limit,
+        };
         reject(inbox, path, name, &e.to_string());
         return true;
     }
@@ -113,7 +130,9 @@ async fn process(app: &App, inbox: &Path, path: &Path, name: &str, len: u64) -> 
     let input = Input {
         bytes,
         format,
-        source: Source::File { name: name.to_owned() },
+        source: Source::File {
+            name: name.to_owned(),
+        },
         idempotency_key: None,
         publish_at: None,
         categories: Vec::new(),
@@ -143,7 +162,11 @@ fn reject(inbox: &Path, path: &Path, name: &str, reason: &str) {
     let dir = inbox.join("rejected");
     match move_into(&dir, path, name) {
         Ok(moved) => {
-            let moved_name = moved.file_name().and_then(|n| n.to_str()).unwrap_or(name).to_owned();
+            let moved_name = moved
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or(name)
+                .to_owned();
             let note = format!(
                 "siar could not ingest {name}\n\n{reason}\n\nFix the file and put it back into the inbox folder.\n"
             );
@@ -152,7 +175,9 @@ fn reject(inbox: &Path, path: &Path, name: &str, reason: &str) {
             }
             warn!(file = %name, reason, "Rejected a dropped file.");
         }
-        Err(e) => error!(file = %name, error = %e, reason, "Could not move a rejected file out of the inbox."),
+        Err(e) => {
+            error!(file = %name, error = %e, reason, "Could not move a rejected file out of the inbox.")
+        }
     }
 }
 
@@ -164,7 +189,10 @@ fn move_into(dir: &Path, path: &Path, name: &str) -> std::io::Result<PathBuf> {
             Some((s, e)) if !s.is_empty() => (s.to_owned(), format!(".{e}")),
             _ => (name.to_owned(), String::new()),
         };
-        to = dir.join(format!("{stem}-{}{ext}", ulid::Ulid::new().to_string().to_lowercase()));
+        to = dir.join(format!(
+            "{stem}-{}{ext}",
+            ulid::Ulid::new().to_string().to_lowercase()
+        ));
     }
     std::fs::rename(path, &to)?;
     Ok(to)

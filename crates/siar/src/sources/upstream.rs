@@ -36,13 +36,26 @@ pub struct Polled {
     pub skipped: usize,
 }
 
-pub async fn run(app: Arc<App>, cfg: UpstreamConfig, client: reqwest::Client, shutdown: CancellationToken) {
-    let Ok(when) = When::parse(&cfg.schedule) else { return };
+pub async fn run(
+    app: Arc<App>,
+    cfg: UpstreamConfig,
+    client: reqwest::Client,
+    shutdown: CancellationToken,
+) {
+    let Ok(when) = When::parse(&cfg.schedule) else {
+        return;
+    };
     let job = || async {
         match poll(&app, &cfg, &client).await {
-            Ok(p) if p.not_modified => tracing::debug!(upstream = %cfg.name, "Upstream feed not modified."),
-            Ok(p) => info!(upstream = %cfg.name, new = p.new, corrected = p.corrected, skipped = p.skipped, "Polled upstream feed."),
-            Err(e) => warn!(upstream = %cfg.name, url = %cfg.url, error = %e, "Could not poll upstream feed; will try at the next firing."),
+            Ok(p) if p.not_modified => {
+                tracing::debug!(upstream = %cfg.name, "Upstream feed not modified.")
+            }
+            Ok(p) => {
+                info!(upstream = %cfg.name, new = p.new, corrected = p.corrected, skipped = p.skipped, "Polled upstream feed.")
+            }
+            Err(e) => {
+                warn!(upstream = %cfg.name, url = %cfg.url, error = %e, "Could not poll upstream feed; will try at the next firing.")
+            }
         }
     };
     tokio::select! {
@@ -61,9 +74,17 @@ pub async fn run(app: Arc<App>, cfg: UpstreamConfig, client: reqwest::Client, sh
 }
 
 /// Polls one upstream feed once.
-pub async fn poll(app: &App, cfg: &UpstreamConfig, client: &reqwest::Client) -> Result<Polled, String> {
+pub async fn poll(
+    app: &App,
+    cfg: &UpstreamConfig,
+    client: &reqwest::Client,
+) -> Result<Polled, String> {
     let key = format!("upstream:{}", cfg.name);
-    let state: State = app.store.meta_get(&key).map_err(|e| e.to_string())?.unwrap_or_default();
+    let state: State = app
+        .store
+        .meta_get(&key)
+        .map_err(|e| e.to_string())?
+        .unwrap_or_default();
     let mut req = client.get(&cfg.url);
     if let Some(e) = &state.etag {
         req = req.header(IF_NONE_MATCH, e);
@@ -71,24 +92,48 @@ pub async fn poll(app: &App, cfg: &UpstreamConfig, client: &reqwest::Client) -> 
     if let Some(lm) = &state.last_modified {
         req = req.header(IF_MODIFIED_SINCE, lm);
     }
-    let resp = req.send().await.map_err(|e| format!("request failed: {e}"))?;
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
     if resp.status() == StatusCode::NOT_MODIFIED {
-        return Ok(Polled { not_modified: true, ..Polled::default() });
+        return Ok(Polled {
+            not_modified: true,
+            ..Polled::default()
+        });
     }
     if !resp.status().is_success() {
         return Err(format!("HTTP {}", resp.status()));
     }
-    let header = |h| resp.headers().get(h).and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok()).map(str::to_owned);
-    let new_state = State { etag: header(ETAG), last_modified: header(LAST_MODIFIED) };
-    if resp.content_length().is_some_and(|n| n > MAX_FEED_BYTES as u64) {
+    let header = |h| {
+        resp.headers()
+            .get(h)
+            .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let new_state = State {
+        etag: header(ETAG),
+        last_modified: header(LAST_MODIFIED),
+    };
+    if resp
+        .content_length()
+        .is_some_and(|n| n > MAX_FEED_BYTES as u64)
+    {
         return Err(format!("the feed is over {MAX_FEED_BYTES} bytes"));
     }
-    let body = resp.bytes().await.map_err(|e| format!("reading the feed failed: {e}"))?;
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| format!("reading the feed failed: {e}"))?;
     if body.len() > MAX_FEED_BYTES {
         return Err(format!("the feed is over {MAX_FEED_BYTES} bytes"));
     }
     let items = read_feed(&body).map_err(|e| e.to_string())?;
-    let extra: Vec<Category> = cfg.categories.iter().filter_map(|c| Category::parse(c).ok()).collect();
+    let extra: Vec<Category> = cfg
+        .categories
+        .iter()
+        .filter_map(|c| Category::parse(c).ok())
+        .collect();
     let ctx = app.parse_context();
     let mut out = Polled::default();
     // Feeds list newest first; take the oldest first so ids follow the upstream's order.
@@ -107,16 +152,24 @@ pub async fn poll(app: &App, cfg: &UpstreamConfig, client: &reqwest::Client) -> 
             }
         }
         let provenance = Provenance {
-            source: Source::Upstream { name: cfg.name.clone(), guid: item.guid.clone() },
+            source: Source::Upstream {
+                name: cfg.name.clone(),
+                guid: item.guid.clone(),
+            },
             content_hash: parsed.content_hash.clone(),
             received_at: app.clock.now(),
             idempotency_key: None,
         };
         let guid_key = format!("{}:{}", cfg.name, item.guid);
-        let existing = app.store.release_by_key("guid", &guid_key).map_err(|e| e.to_string())?;
+        let existing = app
+            .store
+            .release_by_key("guid", &guid_key)
+            .map_err(|e| e.to_string())?;
         match existing {
             None => {
-                app.store_new(parsed, provenance, None).await.map_err(|e| e.to_string())?;
+                app.store_new(parsed, provenance, None)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 out.new += 1;
             }
             Some(r) if r.status == Status::Retracted => {}
@@ -131,13 +184,17 @@ pub async fn poll(app: &App, cfg: &UpstreamConfig, client: &reqwest::Client) -> 
                     .map(|v| v.provenance.content_hash.clone());
                 if last_upstream.as_deref() != Some(parsed.content_hash.as_str()) {
                     let note = format!("Diperbarui oleh sumber {}", cfg.name);
-                    app.store_correction(r.id, parsed, provenance, &note).await.map_err(|e| e.to_string())?;
+                    app.store_correction(r.id, parsed, provenance, &note)
+                        .await
+                        .map_err(|e| e.to_string())?;
                     out.corrected += 1;
                 }
             }
         }
     }
-    app.store.meta_put(&key, &new_state).map_err(|e| e.to_string())?;
+    app.store
+        .meta_put(&key, &new_state)
+        .map_err(|e| e.to_string())?;
     app.store.flush().await.map_err(|e| e.to_string())?;
     Ok(out)
 }
