@@ -387,7 +387,14 @@ async fn corrections_versions_and_retraction() {
         .iter()
         .map(|e| e["action"].as_str().unwrap())
         .collect();
-    assert_eq!(actions, ["retract", "correct", "publish", "ingest"]);
+    assert_eq!(actions, ["retract", "correct", "ingest"]);
+    assert!(
+        audit["items"][2]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("published at once"),
+        "{audit}"
+    );
     let (s, _) = api
         .get_json("/api/v1/releases/01J8ZQ4G5N6W4P8Y2D9T3K7M1C")
         .await;

@@ -117,6 +117,23 @@ fn check_text_like(text: &str) -> Result<(), ParseError> {
 }
 
 fn normalise(text: &str) -> String {
+    let special = |c: char| {
+        matches!(
+            c,
+            '\r' | '\u{A0}' | '\u{2007}' | '\u{202F}' | '\u{2000}'
+                ..='\u{200B}'
+                    | '\u{3000}'
+                    | '\u{c}'
+                    | '\t'
+                    | '\u{2028}'
+                    | '\u{2029}'
+                    | '\u{FEFF}'
+                    | '\u{AD}'
+        )
+    };
+    if !text.chars().any(special) {
+        return text.to_owned();
+    }
     let text = text.replace("\r\n", "\n").replace('\r', "\n");
     text.chars()
         .map(|c| match c {

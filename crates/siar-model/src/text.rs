@@ -8,6 +8,9 @@ pub fn is_xml_char(c: char) -> bool {
 
 /// Removes characters XML 1.0 forbids. Returns the cleaned text and how many were removed.
 pub fn strip_forbidden(s: &str) -> (String, usize) {
+    if s.chars().all(is_xml_char) {
+        return (s.to_owned(), 0);
+    }
     let mut removed = 0;
     let out = s
         .chars()
@@ -24,7 +27,27 @@ pub fn strip_forbidden(s: &str) -> (String, usize) {
 
 /// Collapses every run of whitespace (newlines included) into one space and trims the ends.
 pub fn collapse_whitespace(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+    let mut prev_space = true;
+    let already = s.chars().all(|c| {
+        let ok = if c.is_whitespace() {
+            c == ' ' && !prev_space
+        } else {
+            true
+        };
+        prev_space = c.is_whitespace();
+        ok
+    }) && !s.ends_with(' ');
+    if already {
+        return s.to_owned();
+    }
+    let mut out = String::with_capacity(s.len());
+    for word in s.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(word);
+    }
+    out
 }
 
 /// A URL-safe slug: ASCII lowercase letters, digits and single hyphens, at most `max` bytes,
@@ -60,6 +83,15 @@ mod tests {
         let (clean, n) = strip_forbidden("a\u{0}b\u{1b}c\u{FFFE}d\te\n");
         assert_eq!(clean, "abcd\te\n");
         assert_eq!(n, 3);
+    }
+
+    #[test]
+    fn whitespace_collapses() {
+        assert_eq!(collapse_whitespace("  a \n\t b  c "), "a b c");
+        assert_eq!(collapse_whitespace("a b c"), "a b c");
+        assert_eq!(collapse_whitespace("a\u{a0}b"), "a b");
+        assert_eq!(collapse_whitespace(""), "");
+        assert_eq!(collapse_whitespace(" "), "");
     }
 
     #[test]

@@ -24,6 +24,7 @@
 mod flusher;
 mod keys;
 pub mod outbox;
+mod record;
 mod releases;
 mod tx;
 
@@ -36,7 +37,7 @@ pub use outbox::{Claim, QueueStats};
 pub use releases::{Ingested, NewRelease, Page, ReleaseFilter};
 
 /// Why a store operation failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("storage failed while {op}: {message}")]
     Storage { op: &'static str, message: String },

@@ -7,6 +7,7 @@ use sled::transaction::{
 };
 use sled::Transactional;
 
+use crate::record::{missing_version, Head, HeadRef};
 use crate::{decode, encode, keys, Store, StoreError};
 
 pub(crate) type TxResult<T> = ConflictableTransactionResult<T, StoreError>;
@@ -50,17 +51,36 @@ fn read<T: serde::de::DeserializeOwned>(v: Option<sled::IVec>, what: &str) -> Tx
 
 impl Tx<'_> {
     pub fn release(&self, id: siar_model::ReleaseId) -> TxResult<Option<Release>> {
-        read(self.rel.get(keys::release(id))?, "release")
+        let Some(head) = read::<Head>(self.rel.get(keys::release(id))?, "release")? else {
+            return Ok(None);
+        };
+        let Some(v) = read::<Version>(self.rel.get(keys::version(id, head.version))?, "version")?
+        else {
+            return abort(missing_version(id, head.version));
+        };
+        Ok(Some(head.with(v.content)))
     }
 
+    /// Writes the release's state; its content is the current version's, written by
+    /// [`Tx::put_version`].
     pub fn put_release(&self, r: &Release) -> TxResult<()> {
-        self.rel.insert(keys::release(r.id), encode(r))?;
+        self.rel
+            .insert(keys::release(r.id), encode(&HeadRef::of(r)))?;
         Ok(())
     }
 
     pub fn put_version(&self, v: &Version) -> TxResult<()> {
-        self.rel
-            .insert(keys::version(v.release_id, v.number), encode(v))?;
+        self.put_encoded_version(v.release_id, v.number, &encode(v))
+    }
+
+    /// [`Tx::put_version`] with the JSON made beforehand, outside the transaction.
+    pub fn put_encoded_version(
+        &self,
+        id: siar_model::ReleaseId,
+        n: u32,
+        json: &[u8],
+    ) -> TxResult<()> {
+        self.rel.insert(keys::version(id, n), json)?;
         Ok(())
     }
 

@@ -78,6 +78,18 @@ fn slugs_are_unique_and_permanent() {
     let b = s.ingest(n, now, &()).unwrap().release;
     assert_eq!(a.slug, "rapat-koordinasi");
     assert_eq!(b.slug, "rapat-koordinasi-2");
+    // A title used over and over still gets a unique slug, without probing forever.
+    let mut last = String::new();
+    for i in 0..12 {
+        let mut m = new_release("Rapat Koordinasi", &[], now, Source::Api);
+        m.provenance.content_hash = format!("again-{i}");
+        last = s.ingest(m, now, &()).unwrap().release.slug;
+    }
+    assert!(
+        last.starts_with("rapat-koordinasi-") && last.len() == "rapat-koordinasi-".len() + 10,
+        "{last}"
+    );
+    assert_eq!(s.release_by_slug(&last).unwrap().unwrap().slug, last);
     assert_eq!(
         s.release_by_slug("rapat-koordinasi-2").unwrap().unwrap().id,
         b.id
@@ -498,5 +510,37 @@ fn deliveries_are_listed_by_status_and_replayed() {
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].delivery.attempts, 2);
     deliver_all(&s, now);
+    assert!(s.check_outbox().unwrap().is_empty());
+}
+
+#[test]
+fn a_batch_is_one_step_and_repeats_inside_it_map_to_one_release() {
+    let (_d, s) = open();
+    let now = t("2026-11-29T01:00:00Z");
+    let a = new_release("Sama", &[], now, Source::Api);
+    let mut b = new_release("Sama", &[], now, Source::Api);
+    b.provenance.content_hash = "other-text-same-title".into();
+    let out = s
+        .ingest_many(vec![a.clone(), b, a], now, &TestRouter)
+        .unwrap();
+    assert_eq!(out.len(), 3);
+    assert!(out[0].created && out[1].created && !out[2].created);
+    assert_eq!(
+        out[2].release.id, out[0].release.id,
+        "the repeat maps to the first"
+    );
+    assert_eq!(out[0].release.slug, "sama");
+    assert_eq!(out[1].release.slug, "sama-2");
+    assert_eq!(
+        s.list(&ReleaseFilter::default(), 10, None)
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+    assert_eq!(
+        s.deliveries_for_release(out[0].release.id).unwrap().len(),
+        2
+    );
     assert!(s.check_outbox().unwrap().is_empty());
 }

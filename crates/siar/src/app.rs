@@ -13,11 +13,14 @@ use tracing::info;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::routing::ConfigRouter;
+use crate::writer::IngestWriter;
 
 pub struct App {
     pub config: Config,
     pub store: Store,
-    pub router: ConfigRouter,
+    pub router: Arc<ConfigRouter>,
+    /// Stores new releases in groups (see [`crate::writer`]).
+    writer: IngestWriter,
     pub clock: Arc<dyn Clock>,
     /// Wakes the scheduler when a release is scheduled, so it can sleep until the earliest
     /// `publish_at` instead of polling.
@@ -49,17 +52,19 @@ pub enum IngestError {
 }
 
 impl App {
-    pub fn new(config: Config, store: Store, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(config: Config, store: Store, clock: Arc<dyn Clock>) -> std::io::Result<Self> {
         let token = config.api_token();
-        Self {
-            router: ConfigRouter::new(&config),
+        let router = Arc::new(ConfigRouter::new(&config));
+        Ok(Self {
+            writer: IngestWriter::start(store.clone(), router.clone(), clock.clone())?,
+            router,
             config,
             store,
             clock,
             schedule_changed: Notify::new(),
             token,
             scheduler_running: AtomicBool::new(false),
-        }
+        })
     }
 
     pub fn parse_context(&self) -> ParseContext {
@@ -103,19 +108,16 @@ impl App {
         provenance: Provenance,
         publish_at: Option<DateTime<Utc>>,
     ) -> Result<Ingested, StoreError> {
-        let now = self.clock.now();
-        let publish_at = publish_at.unwrap_or(now);
+        let publish_at = publish_at.unwrap_or_else(|| self.clock.now());
         let actor = provenance.source.actor();
-        let out = self.store.ingest(
-            NewRelease {
+        let out = self
+            .writer
+            .ingest(NewRelease {
                 content: parsed.content,
                 publish_at,
                 provenance,
-            },
-            now,
-            &self.router,
-        )?;
-        self.store.flush().await?;
+            })
+            .await?;
         let r = &out.release;
         if out.created {
             info!(release = %r.id, slug = %r.slug, source = %actor, status = ?r.status,
@@ -155,7 +157,7 @@ impl App {
             note,
             provenance,
             self.clock.now(),
-            &self.router,
+            self.router.as_ref(),
         )?;
         self.store.flush().await?;
         if out.created {
@@ -174,7 +176,7 @@ impl App {
     ) -> Result<Release, StoreError> {
         let r = self
             .store
-            .retract(id, reason, actor, self.clock.now(), &self.router)?;
+            .retract(id, reason, actor, self.clock.now(), self.router.as_ref())?;
         self.store.flush().await?;
         info!(release = %id, actor, "Retracted.");
         Ok(r)

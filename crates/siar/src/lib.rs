@@ -7,6 +7,7 @@
 //! - [`sources`]: the drop folder and upstream feed polling.
 //! - [`routing`]: who is owed a release, from the configured partners and lists.
 //! - [`cli`]: the commands that talk to a running daemon over its API.
+//! - [`writer`]: group commit for ingest.
 //! - [`clock`], [`schedule`]: time, behind a trait so it can be controlled in tests.
 //!
 //! [`serve`] runs everything until its `shutdown` future completes, so tests start a real
@@ -21,6 +22,7 @@ pub mod routing;
 pub mod schedule;
 pub mod scheduler;
 pub mod sources;
+pub mod writer;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -49,7 +51,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let body_limit = config.server.body_limit;
-    let app = Arc::new(App::new(config, store, clock));
+    let app = Arc::new(App::new(config, store, clock).context("starting the ingest writer")?);
     if app.token.is_none() {
         warn!(env = %app.config.api.token_env, "No API token is set: the API answers 503 until one is configured.");
     }

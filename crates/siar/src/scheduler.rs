@@ -21,7 +21,7 @@ pub async fn run_publisher(app: Arc<App>, shutdown: CancellationToken) {
     loop {
         let now = app.clock.now();
         let mut wait = Duration::seconds(60);
-        match app.store.publish_due(now, &app.router) {
+        match app.store.publish_due(now, app.router.as_ref()) {
             Ok(published) => {
                 for r in &published {
                     let late = now - r.publish_at;
@@ -111,7 +111,7 @@ mod tests {
         let base = t("2026-11-29T00:00:00Z");
         let clock = Arc::new(TokioClock::new(base));
         let (config, _) = Config::load(None, Vec::new()).unwrap();
-        let app = Arc::new(App::new(config, store.clone(), clock));
+        let app = Arc::new(App::new(config, store.clone(), clock).unwrap());
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(run_publisher(app.clone(), shutdown.clone()));
 

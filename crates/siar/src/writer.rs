@@ -1,0 +1,80 @@
+//! Group commit for ingest: one thread takes every release waiting to be stored, writes them
+//! in one atomic step, makes them durable with one disk sync, and answers each caller.
+//!
+//! sled serialises atomic steps against disk syncs, so one step and one sync for a whole
+//! group costs far less than one each; under concurrent load a group forms by itself while
+//! the previous one syncs. A caller's answer comes only after its release is on disk.
+
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use siar_store::{Ingested, NewRelease, Store, StoreError};
+use tokio::sync::oneshot;
+
+use crate::clock::Clock;
+use crate::routing::ConfigRouter;
+
+/// The most releases stored in one step.
+const MAX_GROUP: usize = 64;
+
+struct Job {
+    new: NewRelease,
+    reply: oneshot::Sender<Result<Ingested, StoreError>>,
+}
+
+/// A handle to the writer thread; the thread ends when the last handle is dropped.
+pub struct IngestWriter {
+    tx: mpsc::Sender<Job>,
+}
+
+impl IngestWriter {
+    pub fn start(
+        store: Store,
+        router: Arc<ConfigRouter>,
+        clock: Arc<dyn Clock>,
+    ) -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("siar-ingest".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let mut jobs = vec![first];
+                    while jobs.len() < MAX_GROUP {
+                        match rx.try_recv() {
+                            Ok(j) => jobs.push(j),
+                            Err(_) => break,
+                        }
+                    }
+                    let (items, replies): (Vec<_>, Vec<_>) =
+                        jobs.into_iter().map(|j| (j.new, j.reply)).unzip();
+                    let result = store
+                        .ingest_many(items, clock.now(), router.as_ref())
+                        .and_then(|out| store.flush_blocking().map(|()| out));
+                    match result {
+                        Ok(out) => {
+                            for (reply, r) in replies.into_iter().zip(out) {
+                                let _ = reply.send(Ok(r));
+                            }
+                        }
+                        Err(e) => {
+                            for reply in replies {
+                                let _ = reply.send(Err(e.clone()));
+                            }
+                        }
+                    }
+                }
+            })?;
+        Ok(Self { tx })
+    }
+
+    /// Stores `new` durably (with whatever else is waiting) and returns what ingest did.
+    pub async fn ingest(&self, new: NewRelease) -> Result<Ingested, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        let gone = || StoreError::Storage {
+            op: "ingesting a release",
+            message: "the ingest writer has stopped".into(),
+        };
+        self.tx.send(Job { new, reply }).map_err(|_| gone())?;
+        rx.await.unwrap_or_else(|_| Err(gone()))
+    }
+}
