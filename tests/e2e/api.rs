@@ -409,4 +409,13 @@ async fn sigterm_stops_cleanly() {
     assert_eq!(s, 201);
     let status = d.terminate();
     assert!(status.success(), "exit status {status:?}");
+
+    // Ctrl-C (SIGINT) too, and what was stored is there after the restart.
+    let d = Daemon::start(dir.path());
+    let (s, _) = d.client().get_json("/api/v1/releases").await;
+    assert_eq!(s, 200);
+    let logs_before = d.logs();
+    let status = d.signal("-INT");
+    assert!(status.success(), "exit status {status:?}");
+    assert!(!logs_before.contains("ERROR"), "{logs_before}");
 }

@@ -1,10 +1,13 @@
 //! Key layout. Every key starts with one tag byte naming its kind; numbers are big-endian so
 //! byte order is numeric order; ids are the 16 ULID bytes, so they sort by creation time.
 //!
-//! `releases` tree:
+//! `docs` tree (the large records):
 //! ```text
-//! R id                      → Release (JSON)           the current state
-//! V id version:u32          → Version (JSON)           every version, 1..=n
+//! R id                      → release state (JSON, without content; see `record`)
+//! V id version:u32          → Version (JSON)           every version, 1..=n, with its text
+//! ```
+//! `releases` tree (small keys):
+//! ```text
 //! P publish_ms:u64 id       → ()                       all releases by publish time
 //! S publish_ms:u64 id       → ()                       scheduled releases not yet published
 //! L slug                    → id                       permalinks

@@ -34,7 +34,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use siar_model::{AuditEntry, DeliveryId, ReleaseId};
 
 pub use outbox::{Claim, QueueStats};
-pub use releases::{Ingested, NewRelease, Page, ReleaseFilter};
+pub use releases::{Ingested, NewRelease, Page, PreparedRelease, ReleaseFilter};
 
 /// Why a store operation failed.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -68,8 +68,11 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,
-    /// Releases, versions, their indexes, idempotency keys and metadata (see `keys`).
+    /// Release indexes, idempotency keys and metadata (see `keys`).
     releases: sled::Tree,
+    /// Release and version records: the large values, apart from the small index keys so
+    /// the index pages stay small and cheap to rewrite.
+    docs: sled::Tree,
     /// Deliveries and their indexes (see [`outbox`]).
     outbox: sled::Tree,
     /// Audit entries keyed by time (ms) and a sequence number, so in order.
@@ -98,6 +101,7 @@ impl Store {
         };
         Ok(Self {
             releases: tree("releases")?,
+            docs: tree("docs")?,
             outbox: tree("outbox")?,
             audit: tree("audit")?,
             writer: Default::default(),

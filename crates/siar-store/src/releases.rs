@@ -78,12 +78,20 @@ impl Store {
         now: DateTime<Utc>,
         router: &dyn Router,
     ) -> Result<Vec<Ingested>> {
-        // Everything that needs no transaction is prepared outside it: the closure may run
-        // more than once, and the router may do cron maths.
-        let prepared: Vec<Prepared> = items
+        let prepared = items
             .into_iter()
-            .map(|new| Prepared::new(new, now, router))
+            .map(|new| PreparedRelease::new(new, now, router))
             .collect();
+        self.ingest_prepared(prepared, now, router)
+    }
+
+    /// [`Store::ingest_many`] for releases prepared beforehand (see [`PreparedRelease`]).
+    pub fn ingest_prepared(
+        &self,
+        prepared: Vec<PreparedRelease>,
+        now: DateTime<Utc>,
+        router: &dyn Router,
+    ) -> Result<Vec<Ingested>> {
         self.atomically("ingesting releases", |tx| {
             prepared
                 .iter()
@@ -291,7 +299,7 @@ impl Store {
 
     pub fn release(&self, id: ReleaseId) -> Result<Option<Release>> {
         let Some(head) = self
-            .releases
+            .docs
             .get(keys::release(id))
             .map_err(StoreError::storage("reading a release"))?
             .map(|v| decode::<crate::record::Head>(&v, "release"))
@@ -335,7 +343,7 @@ impl Store {
     }
 
     pub fn version(&self, id: ReleaseId, n: u32) -> Result<Option<Version>> {
-        self.releases
+        self.docs
             .get(keys::version(id, n))
             .map_err(StoreError::storage("reading a version"))?
             .map(|v| decode(&v, "version"))
@@ -346,7 +354,7 @@ impl Store {
     pub fn versions(&self, id: ReleaseId) -> Result<Vec<Version>> {
         let mut prefix = b"V".to_vec();
         prefix.extend_from_slice(&id.to_bytes());
-        self.releases
+        self.docs
             .scan_prefix(prefix)
             .values()
             .map(|v| {
@@ -416,8 +424,10 @@ impl Store {
     }
 }
 
-/// One release made ready for [`ingest_in`].
-struct Prepared {
+/// A new release with everything that needs no transaction done: its id, slug base, targets
+/// and encoded first version. Preparing on the caller's thread keeps that work out of the
+/// single atomic step that stores a group of releases.
+pub struct PreparedRelease {
     new: NewRelease,
     id: ReleaseId,
     idem: Vec<Vec<u8>>,
@@ -427,8 +437,8 @@ struct Prepared {
     v1: Vec<u8>,
 }
 
-impl Prepared {
-    fn new(new: NewRelease, now: DateTime<Utc>, router: &dyn Router) -> Self {
+impl PreparedRelease {
+    pub fn new(new: NewRelease, now: DateTime<Utc>, router: &dyn Router) -> Self {
         let id = ReleaseId::at(now);
         let base_slug = Some(siar_model::text::slugify(&new.content.title, MAX_SLUG))
             .filter(|s| !s.is_empty())
@@ -454,7 +464,7 @@ impl Prepared {
 
 fn ingest_in(
     tx: &Tx<'_>,
-    p: &Prepared,
+    p: &PreparedRelease,
     now: DateTime<Utc>,
     router: &dyn Router,
 ) -> TxResult<Ingested> {
@@ -580,7 +590,7 @@ fn free_slug(tx: &Tx<'_>, base: &str, id: ReleaseId) -> TxResult<String> {
 
 fn read_version(tx: &Tx<'_>, id: ReleaseId, n: u32) -> TxResult<Option<Version>> {
     match tx
-        .rel
+        .docs
         .get(keys::version(id, n))?
         .map(|v| decode(&v, "version"))
         .transpose()

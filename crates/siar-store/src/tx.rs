@@ -18,6 +18,7 @@ pub(crate) fn abort<T>(e: StoreError) -> TxResult<T> {
 
 pub(crate) struct Tx<'a> {
     pub rel: &'a TransactionalTree,
+    pub docs: &'a TransactionalTree,
     pub out: &'a TransactionalTree,
     pub audit: &'a TransactionalTree,
 }
@@ -30,8 +31,15 @@ impl Store {
         op: &'static str,
         f: impl Fn(&Tx<'_>) -> TxResult<T>,
     ) -> Result<T, StoreError> {
-        (&self.releases, &self.outbox, &self.audit)
-            .transaction(|(rel, out, audit)| f(&Tx { rel, out, audit }))
+        (&self.releases, &self.docs, &self.outbox, &self.audit)
+            .transaction(|(rel, docs, out, audit)| {
+                f(&Tx {
+                    rel,
+                    docs,
+                    out,
+                    audit,
+                })
+            })
             .map_err(|e| match e {
                 TransactionError::Abort(e) => e,
                 TransactionError::Storage(e) => StoreError::Storage {
@@ -51,10 +59,10 @@ fn read<T: serde::de::DeserializeOwned>(v: Option<sled::IVec>, what: &str) -> Tx
 
 impl Tx<'_> {
     pub fn release(&self, id: siar_model::ReleaseId) -> TxResult<Option<Release>> {
-        let Some(head) = read::<Head>(self.rel.get(keys::release(id))?, "release")? else {
+        let Some(head) = read::<Head>(self.docs.get(keys::release(id))?, "release")? else {
             return Ok(None);
         };
-        let Some(v) = read::<Version>(self.rel.get(keys::version(id, head.version))?, "version")?
+        let Some(v) = read::<Version>(self.docs.get(keys::version(id, head.version))?, "version")?
         else {
             return abort(missing_version(id, head.version));
         };
@@ -64,7 +72,7 @@ impl Tx<'_> {
     /// Writes the release's state; its content is the current version's, written by
     /// [`Tx::put_version`].
     pub fn put_release(&self, r: &Release) -> TxResult<()> {
-        self.rel
+        self.docs
             .insert(keys::release(r.id), encode(&HeadRef::of(r)))?;
         Ok(())
     }
@@ -80,7 +88,7 @@ impl Tx<'_> {
         n: u32,
         json: &[u8],
     ) -> TxResult<()> {
-        self.rel.insert(keys::version(id, n), json)?;
+        self.docs.insert(keys::version(id, n), json)?;
         Ok(())
     }
 

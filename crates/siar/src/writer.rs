@@ -8,7 +8,7 @@
 use std::sync::mpsc;
 use std::sync::Arc;
 
-use siar_store::{Ingested, NewRelease, Store, StoreError};
+use siar_store::{Ingested, NewRelease, PreparedRelease, Store, StoreError};
 use tokio::sync::oneshot;
 
 use crate::clock::Clock;
@@ -18,13 +18,15 @@ use crate::routing::ConfigRouter;
 const MAX_GROUP: usize = 64;
 
 struct Job {
-    new: NewRelease,
+    new: PreparedRelease,
     reply: oneshot::Sender<Result<Ingested, StoreError>>,
 }
 
 /// A handle to the writer thread; the thread ends when the last handle is dropped.
 pub struct IngestWriter {
     tx: mpsc::Sender<Job>,
+    router: Arc<ConfigRouter>,
+    clock: Arc<dyn Clock>,
 }
 
 impl IngestWriter {
@@ -34,6 +36,7 @@ impl IngestWriter {
         clock: Arc<dyn Clock>,
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel::<Job>();
+        let (r, c) = (router.clone(), clock.clone());
         std::thread::Builder::new()
             .name("siar-ingest".into())
             .spawn(move || {
@@ -47,9 +50,17 @@ impl IngestWriter {
                     }
                     let (items, replies): (Vec<_>, Vec<_>) =
                         jobs.into_iter().map(|j| (j.new, j.reply)).unzip();
-                    let result = store
-                        .ingest_many(items, clock.now(), router.as_ref())
-                        .and_then(|out| store.flush_blocking().map(|()| out));
+                    let n = items.len();
+                    let t0 = std::time::Instant::now();
+                    let result = store.ingest_prepared(items, c.now(), r.as_ref());
+                    let t1 = std::time::Instant::now();
+                    let result = result.and_then(|out| store.flush_blocking().map(|()| out));
+                    tracing::debug!(
+                        releases = n,
+                        commit_us = (t1 - t0).as_micros(),
+                        flush_us = t1.elapsed().as_micros(),
+                        "Stored a group of releases."
+                    );
                     match result {
                         Ok(out) => {
                             for (reply, r) in replies.into_iter().zip(out) {
@@ -64,7 +75,7 @@ impl IngestWriter {
                     }
                 }
             })?;
-        Ok(Self { tx })
+        Ok(Self { tx, router, clock })
     }
 
     /// Stores `new` durably (with whatever else is waiting) and returns what ingest did.
@@ -74,6 +85,9 @@ impl IngestWriter {
             op: "ingesting a release",
             message: "the ingest writer has stopped".into(),
         };
+        // Prepared here, on the caller's thread, so the writer's critical section is only the
+        // atomic step itself.
+        let new = PreparedRelease::new(new, self.clock.now(), self.router.as_ref());
         self.tx.send(Job { new, reply }).map_err(|_| gone())?;
         rx.await.unwrap_or_else(|_| Err(gone()))
     }
