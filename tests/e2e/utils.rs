@@ -108,10 +108,15 @@ impl Daemon {
     }
 
     /// SIGTERM, then wait; returns the exit status.
-    pub fn terminate(mut self) -> std::process::ExitStatus {
+    pub fn terminate(self) -> std::process::ExitStatus {
+        self.signal("-TERM")
+    }
+
+    /// Sends `signal` (e.g. `-INT`), then waits; returns the exit status.
+    pub fn signal(mut self, signal: &str) -> std::process::ExitStatus {
         let mut c = self.child.take().unwrap();
         let st = Command::new("kill")
-            .arg("-TERM")
+            .arg(signal)
             .arg(c.id().to_string())
             .status()
             .unwrap();
