@@ -86,21 +86,29 @@ fn check_text_like(text: &str) -> Result<(), ParseError> {
     let mut first_control = None;
     let mut letters = 0usize;
     let mut visible = 0usize;
-    let mut offset = 0usize;
-    for c in text.chars() {
-        if c.is_control() && !matches!(c, '\n' | '\r' | '\t' | '\u{c}') {
+    let mut chars = 0usize;
+    for (offset, c) in text.char_indices() {
+        chars += 1;
+        // ASCII first: nearly every character of a release, and cheap to classify.
+        let (control, space, letter) = if c.is_ascii() {
+            (
+                c.is_ascii_control(),
+                c.is_ascii_whitespace() || c == '\u{b}',
+                c.is_ascii_alphabetic(),
+            )
+        } else {
+            (c.is_control(), c.is_whitespace(), c.is_alphabetic())
+        };
+        if control && !matches!(c, '\n' | '\r' | '\t' | '\u{c}') {
             controls += 1;
             first_control.get_or_insert(offset);
         }
-        if !c.is_whitespace() {
+        if !space {
             visible += 1;
-            if c.is_alphabetic() {
-                letters += 1;
-            }
+            letters += usize::from(letter);
         }
-        offset += c.len_utf8();
     }
-    let chars = text.chars().count().max(1);
+    let chars = chars.max(1);
     if controls > 64 || (controls > 2 && controls * 50 > chars) {
         return Err(ParseError::Binary {
             offset: first_control.unwrap_or(0),
@@ -116,39 +124,57 @@ fn check_text_like(text: &str) -> Result<(), ParseError> {
     Ok(())
 }
 
-fn normalise(text: &str) -> String {
-    let special = |c: char| {
-        matches!(
-            c,
-            '\r' | '\u{A0}' | '\u{2007}' | '\u{202F}' | '\u{2000}'
-                ..='\u{200B}'
-                    | '\u{3000}'
-                    | '\u{c}'
-                    | '\t'
-                    | '\u{2028}'
-                    | '\u{2029}'
-                    | '\u{FEFF}'
-                    | '\u{AD}'
-        )
-    };
-    if !text.chars().any(special) {
-        return text.to_owned();
+/// What [`normalise`] does to one character: `None` keeps it.
+fn replacement(c: char) -> Option<&'static str> {
+    match c {
+        '\u{A0}'
+        | '\u{2007}'
+        | '\u{202F}'
+        | '\u{2000}'..='\u{200A}'
+        | '\u{3000}'
+        | '\u{c}'
+        | '\t' => Some(" "),
+        '\u{2028}' | '\u{2029}' | '\r' => Some("\n"),
+        '\u{200B}' | '\u{FEFF}' | '\u{AD}' => Some(""),
+        _ => None,
     }
-    let text = text.replace("\r\n", "\n").replace('\r', "\n");
-    text.chars()
-        .map(|c| match c {
-            '\u{A0}' | '\u{2007}' | '\u{202F}' | '\u{2000}'..='\u{200A}' | '\u{3000}' => ' ',
-            '\u{c}' | '\t' => ' ',
-            '\u{2028}' | '\u{2029}' => '\n',
-            c => c,
-        })
-        .filter(|&c| !matches!(c, '\u{200B}' | '\u{FEFF}' | '\u{AD}'))
-        .collect()
+}
+
+/// Line ends to `\n`, Unicode spaces to plain spaces, invisible characters out. Copies runs
+/// of ordinary text whole.
+fn normalise(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut run = 0;
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        let Some(with) = replacement(c) else { continue };
+        out.push_str(&text[run..i]);
+        out.push_str(with);
+        run = i + c.len_utf8();
+        if c == '\r' && chars.peek().map(|&(_, n)| n) == Some('\n') {
+            // CRLF: the \r already became the newline.
+            chars.next();
+            run += 1;
+        }
+    }
+    out.push_str(&text[run..]);
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn normalising_copies_runs_and_replaces_only_specials() {
+        assert_eq!(
+            normalise("a\r\nb\rc\u{a0}d\u{200b}e\u{2028}f\tg"),
+            "a\nb\nc de\nf g"
+        );
+        assert_eq!(normalise("tanpa apa-apa “kutip”"), "tanpa apa-apa “kutip”");
+        assert_eq!(normalise("\r\n\r\n"), "\n\n");
+        assert_eq!(normalise(""), "");
+    }
 
     #[test]
     fn bom_crlf_and_nbsp_are_normalised() {

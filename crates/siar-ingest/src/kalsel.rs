@@ -284,14 +284,18 @@ fn dateline(text: &str) -> Option<(String, String)> {
 
 /// A short line with no final punctuation and no quotation: how captions look.
 fn looks_like_caption(text: &str) -> bool {
-    let words = text.split_whitespace().count();
     let last = text.trim_end().chars().last();
+    // Cheapest tests first: most paragraphs end with a full stop or are long.
+    if matches!(
+        last,
+        Some('.' | '!' | '?' | '…' | ':' | ';' | ',' | '”' | '"' | '’')
+    ) || text.len() > 180 * 4
+    {
+        return false;
+    }
+    let words = text.split_whitespace().count();
     (2..=24).contains(&words)
         && text.chars().count() <= 180
-        && !matches!(
-            last,
-            Some('.' | '!' | '?' | '…' | ':' | ';' | ',' | '”' | '"' | '’')
-        )
         && !text.contains(['“', '”', '"'])
         && text
             .chars()
