@@ -202,9 +202,17 @@ fn start_siar() -> anyhow::Result<Daemon> {
         .env("SIAR_SERVER_LISTEN", "127.0.0.1:0")
         .env("SIAR_STORE_PATH", dir.path().join("data"))
         .env("SIAR_INGEST_INBOX", dir.path().join("inbox"))
-        .env("SIAR_LOG", "warn")
+        // SIAR_BENCH_LOG=siar::writer=debug shows the daemon's own log, for diagnosis.
+        .env(
+            "SIAR_LOG",
+            std::env::var("SIAR_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(if std::env::var_os("SIAR_BENCH_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
         .spawn()
         .context("starting siar")?;
     let out = child.stdout.take().context("siar stdout")?;
@@ -264,6 +272,8 @@ async fn ingest_siar(o: &Options, round: usize) -> anyhow::Result<Run> {
                 if r.status() != reqwest::StatusCode::CREATED {
                     bail!("siar answered {}", r.status());
                 }
+                // Read the answer to its end, as a client does, so the connection is reused.
+                r.bytes().await?;
                 let us = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
                 hist.lock()
                     .map_err(|_| anyhow::anyhow!("poisoned"))?
