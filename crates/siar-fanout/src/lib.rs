@@ -1,1 +1,15 @@
-//! Renderers and delivery channels (filled in by the feeds, webhook and email work).
+//! What siar sends out, and how.
+//!
+//! - [`render`]: pure functions from releases to bytes — the release's HTML body, RSS 2.0,
+//!   Atom and JSON Feed documents. No I/O; tested on the sample releases.
+//! - Channels (partner webhooks, email) that push rendered releases are added beside it.
+//!
+//! ```
+//! use siar_fanout::render::{FeedContext, tag_id};
+//! let ctx = FeedContext::example();
+//! let made = chrono::DateTime::parse_from_rfc3339("2021-09-01T03:00:00Z").unwrap().to_utc();
+//! let id = siar_model::ReleaseId::at(made);
+//! assert_eq!(tag_id(&ctx, id), format!("tag:kalselprov.go.id,2021:release/{id}"));
+//! ```
+
+pub mod render;

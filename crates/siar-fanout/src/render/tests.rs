@@ -1,0 +1,368 @@
+//! The feeds for the sample releases and hostile ones, read back by independent parsers.
+
+use chrono::{DateTime, Duration, Utc};
+use siar_model::{
+    Attachment, Category, Provenance, Release, ReleaseId, Retraction, Source, Status,
+};
+
+use super::*;
+
+fn t(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+fn sample(name: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/../../tests/samples/releases/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+fn release(bytes: &[u8], format: siar_ingest::Format, slug: &str, at: DateTime<Utc>) -> Release {
+    let ctx =
+        siar_ingest::ParseContext::new(chrono::NaiveDate::from_ymd_opt(2026, 11, 29).unwrap());
+    let p = siar_ingest::parse(bytes, format, &ctx).unwrap();
+    Release {
+        id: ReleaseId::at(at),
+        slug: slug.into(),
+        status: Status::Published,
+        publish_at: at,
+        published_at: Some(at),
+        created_at: at,
+        updated_at: at,
+        version: 1,
+        content: p.content,
+        correction_notes: Vec::new(),
+        retraction: None,
+        provenance: Provenance {
+            source: Source::Api,
+            content_hash: p.content_hash,
+            received_at: at,
+            idempotency_key: None,
+        },
+    }
+}
+
+/// The three samples, a hostile one, a corrected one and a retracted one; newest first.
+fn releases() -> Vec<Release> {
+    use siar_ingest::Format::*;
+    let mut kpu = release(
+        &sample("kpu-kalsel-diskominfo.txt"),
+        Kalsel,
+        "kpu",
+        t("2021-09-01T03:00:00Z"),
+    );
+    kpu.content.attachments.push(Attachment {
+        url: "/media/ab12cd.jpg".into(),
+        media_type: "image/jpeg".into(),
+        caption: None,
+        credit: Some("MC Kalsel".into()),
+        length: Some(123_456),
+    });
+    kpu.content.categories = vec![Category::parse("pemilu").unwrap()];
+    let geo = release(
+        &sample("geopark-meratus.txt"),
+        Kalsel,
+        "geopark",
+        t("2024-02-15T03:00:00Z"),
+    );
+    let voli = release(
+        &sample("voli-polda.txt"),
+        Kalsel,
+        "voli",
+        t("2021-12-01T03:00:00Z"),
+    );
+    let hostile_json = serde_json::json!({
+        "title": "Uji <script>alert(1)</script> & \u{1b}Kontrol 🎉",
+        "body": ["Paragraf dengan & dan < dan > serta emoji 🌧️ dan ]]> penutup CDATA.", "Baris <b>tebal</b>\u{7} lonceng."],
+        "body_html": "<p>HTML <script>evil()</script><a href=\"/releases/lain\">tautan relatif</a> &amp; ]]&gt;</p>",
+        "attachments": [{"url": "https://cdn.example.id/audio.mp3", "type": "audio/mpeg", "length": 5000}]
+    });
+    let hostile = release(
+        hostile_json.to_string().as_bytes(),
+        Json,
+        "uji",
+        t("2026-11-20T03:00:00Z"),
+    );
+    let mut corrected = release(
+        &sample("voli-polda.txt"),
+        Kalsel,
+        "voli-koreksi",
+        t("2026-11-21T03:00:00Z"),
+    );
+    corrected.version = 2;
+    corrected.correction_notes = vec!["Nama Wakapolda diperbaiki".into()];
+    corrected.updated_at = t("2026-11-22T03:00:00Z");
+    let mut retracted = release(
+        &sample("geopark-meratus.txt"),
+        Kalsel,
+        "geopark-ditarik",
+        t("2026-11-23T03:00:00Z"),
+    );
+    retracted.status = Status::Retracted;
+    retracted.retraction = Some(Retraction {
+        at: t("2026-11-24T03:00:00Z"),
+        reason: "Data keliru".into(),
+    });
+    retracted.updated_at = t("2026-11-24T03:00:00Z");
+    let mut all = vec![kpu, geo, voli, hostile, corrected, retracted];
+    all.sort_by_key(|r| std::cmp::Reverse(r.publish_at));
+    all
+}
+
+fn doc<'a>(rs: &'a [Release], format: &str) -> FeedDoc<'a> {
+    FeedDoc {
+        title: "Siaran Pers Diskominfo Kalsel".into(),
+        description: "Siaran pers terbaru".into(),
+        self_url: format!("https://siaran.kalselprov.go.id/feeds/{format}"),
+        home_url: "https://siaran.kalselprov.go.id/".into(),
+        releases: rs,
+        prev_archive: Some(format!(
+            "https://siaran.kalselprov.go.id/feeds/archive/1/{format}"
+        )),
+        next_archive: None,
+        current: None,
+        updated: t("2026-11-24T03:00:00Z"),
+    }
+}
+
+fn ctx() -> FeedContext {
+    FeedContext {
+        websub_hub: Some("https://hub.example.id/".into()),
+        ..FeedContext::example()
+    }
+}
+
+fn assert_xml_clean(s: &str) {
+    assert!(
+        s.chars().all(siar_model::text::is_xml_char),
+        "a character XML 1.0 forbids"
+    );
+    assert!(
+        !s.contains("<script") && !s.contains("&lt;script"),
+        "script survived"
+    );
+    assert!(
+        !s.contains("evil()") && !s.contains("alert(1)"),
+        "script body survived"
+    );
+}
+
+#[test]
+fn rss_reads_back_in_feed_rs_and_the_rss_crate() {
+    let rs = releases();
+    let xml = rss(&ctx(), &doc(&rs, "rss.xml"));
+    assert_xml_clean(&xml);
+    let ch = ::rss::Channel::read_from(xml.as_bytes()).unwrap();
+    assert_eq!(ch.items().len(), 6);
+    assert_eq!(ch.language(), Some("id"));
+    let kpu = ch
+        .items()
+        .iter()
+        .find(|i| i.link() == Some("https://siaran.kalselprov.go.id/releases/kpu"))
+        .unwrap();
+    let guid = kpu.guid().unwrap();
+    assert!(!guid.is_permalink());
+    assert!(
+        guid.value()
+            .starts_with("tag:kalselprov.go.id,2021:release/"),
+        "{}",
+        guid.value()
+    );
+    assert!(kpu
+        .description()
+        .unwrap()
+        .starts_with("BANJARBARU – Komisi Pemilihan Umum"));
+    let content = kpu.content().unwrap();
+    assert!(
+        content.contains("<strong>BANJARBARU</strong> – Komisi"),
+        "{content}"
+    );
+    assert!(content.contains("<img src=\"https://siaran.kalselprov.go.id/media/ab12cd.jpg\" alt=\"Suasana pertemuan KPU Kalsel dengan Diskominfo Kalsel\""), "{content}");
+    assert!(content.contains("(ASC/RDM/RH)"));
+    assert_eq!(
+        kpu.dublin_core_ext().unwrap().creators(),
+        ["Diskominfo Kalsel"]
+    );
+    assert_eq!(kpu.categories()[0].name(), "pemilu");
+    let media = &kpu.extensions()["media"]["content"][0];
+    assert_eq!(
+        media.attrs()["url"],
+        "https://siaran.kalselprov.go.id/media/ab12cd.jpg"
+    );
+    assert_eq!(
+        media.children()["description"][0].value(),
+        Some("Suasana pertemuan KPU Kalsel dengan Diskominfo Kalsel")
+    );
+    assert_eq!(media.children()["credit"][0].value(), Some("MC Kalsel"));
+    let links = ch.atom_ext().unwrap().links();
+    assert!(links
+        .iter()
+        .any(|l| l.rel() == "self" && l.href() == "https://siaran.kalselprov.go.id/feeds/rss.xml"));
+    assert!(links.iter().any(|l| l.rel() == "hub"));
+    assert!(links.iter().any(|l| l.rel() == "prev-archive"));
+
+    let hostile = ch
+        .items()
+        .iter()
+        .find(|i| i.link().unwrap().ends_with("/uji"))
+        .unwrap();
+    assert_eq!(hostile.title(), Some("Uji & Kontrol 🎉"));
+    assert!(
+        hostile
+            .content()
+            .unwrap()
+            .contains("https://siaran.kalselprov.go.id/releases/lain"),
+        "relative links become absolute"
+    );
+    assert_eq!(hostile.enclosure().unwrap().length(), "5000");
+    let retracted = ch
+        .items()
+        .iter()
+        .find(|i| i.link().unwrap().ends_with("/geopark-ditarik"))
+        .unwrap();
+    assert_eq!(
+        retracted.title(),
+        Some("DITARIK: Pemprov Kalsel Lakukan Koordinasi Sambut Penilaian Geopark Meratus")
+    );
+    assert!(retracted.content().unwrap().contains("telah ditarik"));
+    assert!(
+        !retracted.content().unwrap().contains("Lediya"),
+        "the text of a retracted release is gone"
+    );
+    let corrected = ch
+        .items()
+        .iter()
+        .find(|i| i.link().unwrap().ends_with("/voli-koreksi"))
+        .unwrap();
+    assert!(corrected
+        .content()
+        .unwrap()
+        .contains("<strong>Koreksi</strong> (versi 2): Nama Wakapolda diperbaiki"));
+
+    let parsed = feed_rs::parser::parse(xml.as_bytes()).unwrap();
+    assert_eq!(parsed.entries.len(), 6);
+    assert!(parsed
+        .entries
+        .iter()
+        .all(|e| e.id.starts_with("tag:kalselprov.go.id,")));
+}
+
+#[test]
+fn atom_reads_back_and_keeps_ids_across_a_correction() {
+    let rs = releases();
+    let xml = atom(&ctx(), &doc(&rs, "atom.xml"));
+    assert_xml_clean(&xml);
+    let feed = ::atom_syndication::Feed::read_from(xml.as_bytes()).unwrap();
+    assert_eq!(feed.lang(), Some("id"));
+    assert_eq!(feed.entries().len(), 6);
+    let corrected = feed
+        .entries()
+        .iter()
+        .find(|e| e.links()[0].href().ends_with("/voli-koreksi"))
+        .unwrap();
+    assert_eq!(
+        corrected.updated().to_rfc3339(),
+        "2026-11-22T03:00:00+00:00"
+    );
+    assert_eq!(
+        corrected.published().unwrap().to_rfc3339(),
+        "2026-11-21T03:00:00+00:00"
+    );
+    let rss_xml = rss(&ctx(), &doc(&rs, "rss.xml"));
+    let ch = ::rss::Channel::read_from(rss_xml.as_bytes()).unwrap();
+    for e in feed.entries() {
+        assert!(
+            ch.items()
+                .iter()
+                .any(|i| i.guid().unwrap().value() == e.id()),
+            "same id in RSS and Atom: {}",
+            e.id()
+        );
+    }
+    let kpu = feed
+        .entries()
+        .iter()
+        .find(|e| e.links()[0].href().ends_with("/kpu"))
+        .unwrap();
+    assert_eq!(kpu.content().unwrap().content_type(), Some("html"));
+    assert!(kpu.summary().unwrap().as_str().starts_with("BANJARBARU – "));
+    assert!(kpu
+        .links()
+        .iter()
+        .any(|l| l.rel() == "enclosure" && l.length() == Some("123456")));
+    let parsed = feed_rs::parser::parse(xml.as_bytes()).unwrap();
+    assert_eq!(parsed.entries.len(), 6);
+}
+
+#[test]
+fn json_feed_is_valid_json_feed_1_1() {
+    let rs = releases();
+    let json = json_feed(&ctx(), &doc(&rs, "feed.json"));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["version"], "https://jsonfeed.org/version/1.1");
+    assert_eq!(
+        v["next_url"],
+        "https://siaran.kalselprov.go.id/feeds/archive/1/feed.json"
+    );
+    let items = v["items"].as_array().unwrap();
+    assert_eq!(items.len(), 6);
+    for i in items {
+        assert!(i["id"]
+            .as_str()
+            .unwrap()
+            .starts_with("tag:kalselprov.go.id,"));
+        assert!(i["url"].as_str().unwrap().starts_with("https://"));
+        assert!(i["content_html"].is_string() && i["date_published"].is_string());
+    }
+    assert_xml_clean(&json);
+    let parsed = feed_rs::parser::parse(json.as_bytes()).unwrap();
+    assert_eq!(parsed.entries.len(), 6);
+}
+
+#[test]
+fn archives_are_marked_as_such() {
+    let rs = releases();
+    let mut d = doc(&rs, "rss.xml");
+    d.current = Some("https://siaran.kalselprov.go.id/feeds/rss.xml".into());
+    let xml = rss(&ctx(), &d);
+    assert!(
+        xml.contains("xmlns:fh=\"http://purl.org/syndication/history/1.0\""),
+        "{}",
+        &xml[..400]
+    );
+    assert!(xml.contains("<fh:archive"));
+    let a = atom(
+        &ctx(),
+        &FeedDoc {
+            self_url: "https://siaran.kalselprov.go.id/feeds/archive/1/atom.xml".into(),
+            ..d
+        },
+    );
+    assert!(a.contains("<fh:archive"));
+    assert!(a.contains("rel=\"current\""));
+}
+
+#[test]
+fn dates_read_the_indonesian_way() {
+    assert_eq!(
+        format_date(t("2026-11-29T22:00:00Z"), chrono_tz::Asia::Makassar),
+        "Senin, 30 November 2026 06.00 WITA"
+    );
+    let _ = Duration::zero();
+}
+
+#[test]
+fn tag_ids_take_the_year_the_id_was_made() {
+    let id = ReleaseId::at(t("2021-09-01T03:00:00Z"));
+    assert!(tag_id(&FeedContext::example(), id).starts_with("tag:kalselprov.go.id,2021:release/"));
+}
+
+#[test]
+#[ignore = "prints a feed for eyeballing: cargo test -p siar-fanout -- --ignored --nocapture print"]
+fn print_feeds() {
+    let rs = releases();
+    println!("{}", rss(&ctx(), &doc(&rs[..2], "rss.xml")));
+    println!("{}", atom(&ctx(), &doc(&rs[..1], "atom.xml")));
+}
