@@ -9,6 +9,7 @@ mod utils;
 mod api;
 mod cli;
 mod crash;
+mod feeds;
 mod inbox;
 mod schedule;
 mod upstream;

@@ -29,6 +29,10 @@ pub struct App {
     pub token: Option<String>,
     /// Set by the scheduler while its loop runs; `/readyz` reports it.
     pub scheduler_running: AtomicBool,
+    /// Wakes the feed renderer: something the public sees has changed.
+    pub public_changed: Notify,
+    /// The rendered feeds, served from memory.
+    pub feeds: crate::web::feeds::FeedCache,
 }
 
 /// One input on its way in.
@@ -64,6 +68,8 @@ impl App {
             schedule_changed: Notify::new(),
             token,
             scheduler_running: AtomicBool::new(false),
+            public_changed: Notify::new(),
+            feeds: Default::default(),
         })
     }
 
@@ -124,6 +130,8 @@ impl App {
                   publish_at = %r.publish_at, deliveries = out.deliveries, "Ingested.");
             if r.status == Status::Scheduled {
                 self.schedule_changed.notify_one();
+            } else {
+                self.public_changed.notify_one();
             }
         } else {
             info!(release = %r.id, source = %actor, "Already known; returned the existing release.");
@@ -163,6 +171,7 @@ impl App {
         if out.created {
             info!(release = %id, version = out.release.version, deliveries = out.deliveries,
                   source = %actor, "Corrected.");
+            self.public_changed.notify_one();
         }
         Ok(out)
     }
@@ -179,6 +188,7 @@ impl App {
             .retract(id, reason, actor, self.clock.now(), self.router.as_ref())?;
         self.store.flush().await?;
         info!(release = %id, actor, "Retracted.");
+        self.public_changed.notify_one();
         Ok(r)
     }
 

@@ -87,6 +87,7 @@ pub struct UpstreamConfig {
 #[serde(deny_unknown_fields)]
 pub struct Feeds {
     pub items: usize,
+    pub max_age_secs: u64,
     #[serde(default)]
     pub websub_hub: String,
 }
@@ -320,6 +321,12 @@ impl Config {
                     err(key("categories"), format!("`{c}` is not a category name"));
                 }
             }
+        }
+        if self.feeds.max_age_secs > 86_400 {
+            err(
+                "feeds.max_age_secs".into(),
+                "must be at most 86400 (a day)".into(),
+            );
         }
         if self.feeds.items == 0 || self.feeds.items > 1000 {
             err("feeds.items".into(), "must be between 1 and 1000".into());

@@ -3,6 +3,7 @@
 //! - [`config`]: layered configuration (built-in defaults, file, `SIAR_*` env) and validation.
 //! - [`app`]: the running daemon's shared state and the ingest path every source shares.
 //! - [`api`]: the HTTP API, its OpenAPI document, health endpoints.
+//! - [`web`]: the public side: feeds rendered once per change and served from memory.
 //! - [`scheduler`]: publishing at `publish_at`, and cron jobs in the publisher's time zone.
 //! - [`sources`]: the drop folder and upstream feed polling.
 //! - [`routing`]: who is owed a release, from the configured partners and lists.
@@ -22,6 +23,7 @@ pub mod routing;
 pub mod schedule;
 pub mod scheduler;
 pub mod sources;
+pub mod web;
 pub mod writer;
 
 use std::future::Future;
@@ -69,6 +71,7 @@ pub async fn serve(
     let stop = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(scheduler::run_publisher(app.clone(), stop.clone()));
+    tasks.spawn(web::feeds::run(app.clone(), stop.clone()));
     tasks.spawn(sources::inbox::run(app.clone(), stop.clone()));
     let client = reqwest::Client::builder()
         .user_agent(concat!("siar/", env!("CARGO_PKG_VERSION")))

@@ -1,0 +1,447 @@
+//! Feeds served from memory.
+//!
+//! Every feed document (the main feed and one per category, in RSS, Atom and JSON Feed, plus
+//! their RFC 5005 archives) is rendered once per change — a publication, correction,
+//! retraction — compressed (gzip, brotli) and hashed, and kept in memory. A request only picks
+//! the bytes, so polling readers cost almost nothing: conditional requests get `304`.
+//!
+//! Archives: the public releases in order of publication; the current feed holds the newest
+//! `feeds.items`; archive page k holds the k-th `feeds.items` oldest, so a page never changes
+//! once full (unless one of its releases is corrected or retracted).
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::sync::{Arc, RwLock};
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use siar_fanout::render::{self, FeedContext, FeedDoc};
+use siar_model::{Category, Release};
+use siar_store::ReleaseFilter;
+
+use crate::app::App;
+
+/// The three formats, by file name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FeedFormat {
+    Rss,
+    Atom,
+    Json,
+}
+
+impl FeedFormat {
+    pub const ALL: [FeedFormat; 3] = [FeedFormat::Rss, FeedFormat::Atom, FeedFormat::Json];
+
+    pub fn file(self) -> &'static str {
+        match self {
+            FeedFormat::Rss => "rss.xml",
+            FeedFormat::Atom => "atom.xml",
+            FeedFormat::Json => "feed.json",
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            FeedFormat::Rss => "application/rss+xml; charset=utf-8",
+            FeedFormat::Atom => "application/atom+xml; charset=utf-8",
+            FeedFormat::Json => "application/feed+json; charset=utf-8",
+        }
+    }
+
+    fn from_file(name: &str) -> Option<FeedFormat> {
+        Self::ALL.into_iter().find(|f| f.file() == name)
+    }
+}
+
+/// One rendered document with everything a response needs.
+pub struct Rendered {
+    pub identity: Bytes,
+    gzip: Bytes,
+    brotli: Bytes,
+    /// Hex of the SHA-256 of `identity`, shortened; the strong ETag is built from it.
+    tag: String,
+    last_modified: DateTime<Utc>,
+    content_type: &'static str,
+    cache_control: String,
+}
+
+/// Every feed document, by path (`/feeds/rss.xml`, `/feeds/pemilu/atom.xml`,
+/// `/feeds/archive/1/feed.json`…). Replaced whole on every rebuild.
+#[derive(Default)]
+pub struct FeedCache {
+    docs: RwLock<Arc<HashMap<String, Arc<Rendered>>>>,
+}
+
+impl FeedCache {
+    pub fn get(&self, path: &str) -> Option<Arc<Rendered>> {
+        let docs = self.docs.read().unwrap_or_else(|p| p.into_inner()).clone();
+        docs.get(path).cloned()
+    }
+
+    /// Every path currently served, sorted (for pages and WebSub).
+    pub fn paths(&self) -> Vec<String> {
+        let docs = self.docs.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut v: Vec<String> = docs.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    fn replace(&self, docs: HashMap<String, Arc<Rendered>>) {
+        *self.docs.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(docs);
+    }
+}
+
+pub fn feed_context(app: &App) -> FeedContext {
+    let c = &app.config;
+    FeedContext {
+        public_url: c.server.public_url.trim_end_matches('/').to_owned(),
+        publisher_name: c.publisher.name.clone(),
+        publisher_short: c.publisher.short_name.clone(),
+        tag_authority: c.publisher.tag_authority.clone(),
+        language: c.publisher.language.clone(),
+        timezone: c.timezone(),
+        websub_hub: Some(c.feeds.websub_hub.clone()).filter(|h| !h.is_empty()),
+    }
+}
+
+/// Every release the public may see now, in order of publication (oldest first).
+pub fn public_releases(app: &App) -> siar_store::Result<Vec<Release>> {
+    let filter = ReleaseFilter {
+        public_at: Some(app.clock.now()),
+        category: None,
+    };
+    let mut all = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = app.store.list(&filter, 500, cursor.as_deref())?;
+        all.extend(page.items);
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    all.sort_by_key(|r| (r.published_at.unwrap_or(r.publish_at), r.id));
+    Ok(all)
+}
+
+fn compress(body: &[u8]) -> (Bytes, Bytes) {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    let gzip = gz
+        .write_all(body)
+        .and_then(|()| gz.finish())
+        .unwrap_or_default();
+    let mut br = Vec::new();
+    let params = brotli::enc::BrotliEncoderParams {
+        quality: 11,
+        ..Default::default()
+    };
+    let brotli_ok = brotli::BrotliCompress(&mut &body[..], &mut br, &params).is_ok();
+    (
+        Bytes::from(gzip),
+        Bytes::from(if brotli_ok { br } else { Vec::new() }),
+    )
+}
+
+fn rendered(body: String, format: FeedFormat, updated: DateTime<Utc>, max_age: u64) -> Rendered {
+    let identity = Bytes::from(body);
+    let digest = Sha256::digest(&identity);
+    let tag = hex::encode(&digest[..16]);
+    let (gzip, brotli) = compress(&identity);
+    Rendered {
+        identity,
+        gzip,
+        brotli,
+        tag,
+        last_modified: updated,
+        content_type: format.content_type(),
+        cache_control: format!("public, max-age={max_age}"),
+    }
+}
+
+/// How long complete archive pages may be cached.
+const ARCHIVE_MAX_AGE: u64 = 7 * 24 * 3600;
+
+/// Renders every feed document from the public releases.
+pub fn build(app: &App, releases: &[Release]) -> HashMap<String, Arc<Rendered>> {
+    let ctx = feed_context(app);
+    let n = app.config.feeds.items;
+    let max_age = app.config.feeds.max_age_secs;
+    let mut docs = HashMap::new();
+    let mut by_category: BTreeMap<&Category, Vec<Release>> = BTreeMap::new();
+    for r in releases {
+        for c in &r.content.categories {
+            by_category.entry(c).or_default().push(r.clone());
+        }
+    }
+    let name = &app.config.publisher.short_name;
+    let mut sets: Vec<(String, String, String, &[Release])> = vec![(
+        "/feeds".to_owned(),
+        format!("Siaran Pers {name}"),
+        format!("Siaran pers terbaru dari {}", app.config.publisher.name),
+        releases,
+    )];
+    for (c, rs) in &by_category {
+        sets.push((
+            format!("/feeds/{c}"),
+            format!("Siaran Pers {name}: {c}"),
+            format!(
+                "Siaran pers {} dalam kategori {c}",
+                app.config.publisher.name
+            ),
+            rs.as_slice(),
+        ));
+    }
+    for (base, title, description, rs) in sets {
+        let total = rs.len();
+        let current_len = total.min(n);
+        let archived = total - current_len;
+        let pages = archived.div_ceil(n);
+        let home = if base == "/feeds" {
+            format!("{}/", ctx.public_url)
+        } else {
+            format!(
+                "{}/categories/{}",
+                ctx.public_url,
+                base.trim_start_matches("/feeds/")
+            )
+        };
+        for format in FeedFormat::ALL {
+            let file = format.file();
+            let url = |path: &str| format!("{}{path}", ctx.public_url);
+            let archive_path = |k: usize| format!("{base}/archive/{k}/{file}");
+            // The current document: the newest `n`, newest first.
+            let newest: Vec<Release> = rs[archived..].iter().rev().cloned().collect();
+            let updated = rs.iter().map(|r| r.updated_at).max().unwrap_or_default();
+            let doc = FeedDoc {
+                title: title.clone(),
+                description: description.clone(),
+                self_url: url(&format!("{base}/{file}")),
+                home_url: home.clone(),
+                releases: &newest,
+                prev_archive: (pages > 0).then(|| url(&archive_path(pages))),
+                next_archive: None,
+                current: None,
+                updated,
+            };
+            docs.insert(
+                format!("{base}/{file}"),
+                Arc::new(rendered(
+                    render_as(format, &ctx, &doc),
+                    format,
+                    updated,
+                    max_age,
+                )),
+            );
+            for k in 1..=pages {
+                let start = (k - 1) * n;
+                let end = (k * n).min(archived);
+                let page: Vec<Release> = rs[start..end].iter().rev().cloned().collect();
+                let updated = page.iter().map(|r| r.updated_at).max().unwrap_or_default();
+                let doc = FeedDoc {
+                    title: format!("{title} (arsip {k})"),
+                    description: description.clone(),
+                    self_url: url(&archive_path(k)),
+                    home_url: home.clone(),
+                    releases: &page,
+                    prev_archive: (k > 1).then(|| url(&archive_path(k - 1))),
+                    next_archive: (k < pages).then(|| url(&archive_path(k + 1))),
+                    current: Some(url(&format!("{base}/{file}"))),
+                    updated,
+                };
+                let full = end - start == n;
+                let age = if full { ARCHIVE_MAX_AGE } else { max_age };
+                docs.insert(
+                    archive_path(k),
+                    Arc::new(rendered(
+                        render_as(format, &ctx, &doc),
+                        format,
+                        updated,
+                        age,
+                    )),
+                );
+            }
+        }
+    }
+    docs
+}
+
+fn render_as(format: FeedFormat, ctx: &FeedContext, doc: &FeedDoc<'_>) -> String {
+    match format {
+        FeedFormat::Rss => render::rss(ctx, doc),
+        FeedFormat::Atom => render::atom(ctx, doc),
+        FeedFormat::Json => render::json_feed(ctx, doc),
+    }
+}
+
+/// Re-renders every feed from the store and swaps them in.
+pub fn rebuild(app: &App) -> siar_store::Result<usize> {
+    let releases = public_releases(app)?;
+    let docs = build(app, &releases);
+    let n = docs.len();
+    app.feeds.replace(docs);
+    Ok(n)
+}
+
+/// Rebuilds the feeds whenever something public changed, until `shutdown`. Changes that come
+/// while a rebuild runs are folded into the next one.
+pub async fn run(app: Arc<App>, shutdown: tokio_util::sync::CancellationToken) {
+    loop {
+        let a = app.clone();
+        match tokio::task::spawn_blocking(move || rebuild(&a)).await {
+            Ok(Ok(n)) => tracing::debug!(documents = n, "Feeds rendered."),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "Could not render the feeds; serving the previous ones.")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "The feed renderer failed; serving the previous feeds.")
+            }
+        }
+        tokio::select! {
+            _ = app.public_changed.notified() => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+fn accepts(headers: &HeaderMap, coding: &str) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|part| {
+            let mut it = part.split(';');
+            let name = it.next().unwrap_or("").trim();
+            let q_zero = it.any(|p| {
+                let p = p.trim().replace(' ', "");
+                p == "q=0" || p == "q=0.0" || p == "q=0.00" || p == "q=0.000"
+            });
+            name.eq_ignore_ascii_case(coding) && !q_zero
+        })
+}
+
+fn http_date(t: DateTime<Utc>) -> String {
+    t.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
+}
+
+/// Serves one rendered document with validators, compression and `304`s.
+pub fn respond(doc: &Rendered, headers: &HeaderMap, links: &[(String, &str)]) -> Response {
+    let (body, coding, etag) = if accepts(headers, "br") && !doc.brotli.is_empty() {
+        (
+            doc.brotli.clone(),
+            Some("br"),
+            format!("\"{}-br\"", doc.tag),
+        )
+    } else if accepts(headers, "gzip") && !doc.gzip.is_empty() {
+        (
+            doc.gzip.clone(),
+            Some("gzip"),
+            format!("\"{}-gz\"", doc.tag),
+        )
+    } else {
+        (doc.identity.clone(), None, format!("\"{}\"", doc.tag))
+    };
+    let last_modified = http_date(doc.last_modified);
+    let not_modified = match headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    {
+        // Any representation of this version matches: they differ only in encoding.
+        Some(inm) => inm.split(',').map(str::trim).any(|t| {
+            let t = t.trim_start_matches("W/").trim_matches('"');
+            t == "*" || t.split('-').next() == Some(doc.tag.as_str())
+        }),
+        None => headers
+            .get(header::IF_MODIFIED_SINCE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| DateTime::parse_from_rfc2822(&v.replace("GMT", "+0000")).ok())
+            .is_some_and(|since| doc.last_modified.timestamp() <= since.timestamp()),
+    };
+    let mut h = HeaderMap::new();
+    let put = |h: &mut HeaderMap, name: header::HeaderName, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            h.insert(name, v);
+        }
+    };
+    put(&mut h, header::ETAG, &etag);
+    put(&mut h, header::LAST_MODIFIED, &last_modified);
+    put(&mut h, header::CACHE_CONTROL, &doc.cache_control);
+    put(&mut h, header::VARY, "Accept-Encoding");
+    let link: Vec<String> = links
+        .iter()
+        .map(|(href, rel)| format!("<{href}>; rel=\"{rel}\""))
+        .collect();
+    if !link.is_empty() {
+        put(&mut h, header::LINK, &link.join(", "));
+    }
+    if not_modified {
+        return (StatusCode::NOT_MODIFIED, h).into_response();
+    }
+    put(&mut h, header::CONTENT_TYPE, doc.content_type);
+    if let Some(c) = coding {
+        put(&mut h, header::CONTENT_ENCODING, c);
+    }
+    (StatusCode::OK, h, Body::from(body)).into_response()
+}
+
+fn feed_response(app: &App, path: &str, headers: &HeaderMap) -> Response {
+    let Some(doc) = app.feeds.get(path) else {
+        return (StatusCode::NOT_FOUND, "Feed tidak ditemukan.\n").into_response();
+    };
+    let self_url = format!(
+        "{}{path}",
+        app.config.server.public_url.trim_end_matches('/')
+    );
+    let mut links = vec![(self_url, "self")];
+    if !app.config.feeds.websub_hub.is_empty() {
+        links.push((app.config.feeds.websub_hub.clone(), "hub"));
+    }
+    respond(&doc, headers, &links)
+}
+
+/// `/feeds/{file}`
+pub async fn main_feed(
+    State(app): State<Arc<App>>,
+    Path(file): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    match FeedFormat::from_file(&file) {
+        Some(_) => feed_response(&app, &format!("/feeds/{file}"), &headers),
+        None => (StatusCode::NOT_FOUND, "Feed tidak ditemukan.\n").into_response(),
+    }
+}
+
+/// `/feeds/{category}/{file}`
+pub async fn category_feed(
+    State(app): State<Arc<App>>,
+    Path((category, file)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    feed_response(&app, &format!("/feeds/{category}/{file}"), &headers)
+}
+
+/// `/feeds/archive/{n}/{file}` and `/feeds/{category}/archive/{n}/{file}`
+pub async fn archive(
+    State(app): State<Arc<App>>,
+    Path((n, file)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    feed_response(&app, &format!("/feeds/archive/{n}/{file}"), &headers)
+}
+
+pub async fn category_archive(
+    State(app): State<Arc<App>>,
+    Path((category, n, file)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    feed_response(
+        &app,
+        &format!("/feeds/{category}/archive/{n}/{file}"),
+        &headers,
+    )
+}
