@@ -11,5 +11,6 @@ mod cli;
 mod crash;
 mod feeds;
 mod inbox;
+mod pages;
 mod schedule;
 mod upstream;

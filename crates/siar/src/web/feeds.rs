@@ -70,29 +70,47 @@ pub struct Rendered {
     cache_control: String,
 }
 
-/// Every feed document, by path (`/feeds/rss.xml`, `/feeds/pemilu/atom.xml`,
-/// `/feeds/archive/1/feed.json`…). Replaced whole on every rebuild.
+/// What the public sees at one moment: every feed document by path (`/feeds/rss.xml`,
+/// `/feeds/pemilu/atom.xml`, `/feeds/archive/1/feed.json`…) and the public releases the pages
+/// are drawn from. Feeds and pages come from the same snapshot, so they always agree.
+#[derive(Default)]
+pub struct Snapshot {
+    pub docs: HashMap<String, Arc<Rendered>>,
+    /// Public releases, oldest published first.
+    pub releases: Vec<Release>,
+    /// Index into `releases` by slug.
+    pub by_slug: HashMap<String, usize>,
+    /// Each category with its number of public releases.
+    pub categories: BTreeMap<Category, usize>,
+}
+
+/// The current [`Snapshot`], replaced whole on every rebuild.
 #[derive(Default)]
 pub struct FeedCache {
-    docs: RwLock<Arc<HashMap<String, Arc<Rendered>>>>,
+    current: RwLock<Arc<Snapshot>>,
 }
 
 impl FeedCache {
-    pub fn get(&self, path: &str) -> Option<Arc<Rendered>> {
-        let docs = self.docs.read().unwrap_or_else(|p| p.into_inner()).clone();
-        docs.get(path).cloned()
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
-    /// Every path currently served, sorted (for pages and WebSub).
+    pub fn get(&self, path: &str) -> Option<Arc<Rendered>> {
+        self.snapshot().docs.get(path).cloned()
+    }
+
+    /// Every feed path currently served, sorted.
     pub fn paths(&self) -> Vec<String> {
-        let docs = self.docs.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let mut v: Vec<String> = docs.keys().cloned().collect();
+        let mut v: Vec<String> = self.snapshot().docs.keys().cloned().collect();
         v.sort();
         v
     }
 
-    fn replace(&self, docs: HashMap<String, Arc<Rendered>>) {
-        *self.docs.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(docs);
+    fn replace(&self, s: Snapshot) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(s);
     }
 }
 
@@ -278,12 +296,28 @@ fn render_as(format: FeedFormat, ctx: &FeedContext, doc: &FeedDoc<'_>) -> String
     }
 }
 
-/// Re-renders every feed from the store and swaps them in.
+/// Re-renders every feed from the store and swaps the new snapshot in.
 pub fn rebuild(app: &App) -> siar_store::Result<usize> {
     let releases = public_releases(app)?;
     let docs = build(app, &releases);
     let n = docs.len();
-    app.feeds.replace(docs);
+    let by_slug = releases
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.slug.clone(), i))
+        .collect();
+    let mut categories = BTreeMap::new();
+    for r in &releases {
+        for c in &r.content.categories {
+            *categories.entry(c.clone()).or_insert(0) += 1;
+        }
+    }
+    app.feeds.replace(Snapshot {
+        docs,
+        releases,
+        by_slug,
+        categories,
+    });
     Ok(n)
 }
 

@@ -1,6 +1,7 @@
-//! The public side: feeds (and, beside them, the newsroom pages).
+//! The public side: feeds and the newsroom pages, both drawn from one snapshot.
 
 pub mod feeds;
+pub mod pages;
 
 use std::sync::Arc;
 
@@ -12,6 +13,9 @@ use crate::app::App;
 /// Routes anyone may call.
 pub fn router() -> Router<Arc<App>> {
     Router::new()
+        .route("/", get(pages::index))
+        .route("/releases/{slug}", get(pages::release))
+        .route("/categories/{category}", get(pages::category))
         .route("/feeds/{file}", get(feeds::main_feed))
         .route("/feeds/{category}/{file}", get(feeds::category_feed))
         .route("/feeds/archive/{n}/{file}", get(feeds::archive))
