@@ -153,7 +153,7 @@ fn not_found(app: &App, what: &str) -> Response {
     resp
 }
 
-fn newest<'a>(snap: &'a Snapshot, filter: impl Fn(&Release) -> bool) -> Vec<&'a Release> {
+fn newest(snap: &Snapshot, filter: impl Fn(&Release) -> bool) -> Vec<&Release> {
     snap.releases
         .iter()
         .rev()
