@@ -14,3 +14,4 @@ mod inbox;
 mod pages;
 mod schedule;
 mod upstream;
+mod websub;

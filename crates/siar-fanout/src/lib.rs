@@ -2,7 +2,8 @@
 //!
 //! - [`render`]: pure functions from releases to bytes — the release's HTML body, RSS 2.0,
 //!   Atom and JSON Feed documents. No I/O; tested on the sample releases.
-//! - Channels (partner webhooks, email) that push rendered releases are added beside it.
+//! - [`websub`]: pings to a WebSub hub when a feed changes, with retries.
+//! - Channels (partner webhooks, email) that push rendered releases are added beside them.
 //!
 //! ```
 //! use siar_fanout::render::{FeedContext, tag_id};
@@ -13,3 +14,4 @@
 //! ```
 
 pub mod render;
+pub mod websub;

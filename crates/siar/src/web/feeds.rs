@@ -296,11 +296,19 @@ fn render_as(format: FeedFormat, ctx: &FeedContext, doc: &FeedDoc<'_>) -> String
     }
 }
 
-/// Re-renders every feed from the store and swaps the new snapshot in.
-pub fn rebuild(app: &App) -> siar_store::Result<usize> {
+/// Re-renders every feed from the store and swaps the new snapshot in. Returns the paths of
+/// the subscription feeds (not archives) whose bytes changed: the WebSub topics to ping.
+pub fn rebuild(app: &App) -> siar_store::Result<Vec<String>> {
     let releases = public_releases(app)?;
     let docs = build(app, &releases);
-    let n = docs.len();
+    let before = app.feeds.snapshot();
+    let mut changed: Vec<String> = docs
+        .iter()
+        .filter(|(path, _)| !path.contains("/archive/"))
+        .filter(|(path, doc)| before.docs.get(*path).is_none_or(|old| old.tag != doc.tag))
+        .map(|(path, _)| path.clone())
+        .collect();
+    changed.sort();
     let by_slug = releases
         .iter()
         .enumerate()
@@ -318,16 +326,52 @@ pub fn rebuild(app: &App) -> siar_store::Result<usize> {
         by_slug,
         categories,
     });
-    Ok(n)
+    Ok(changed)
 }
 
 /// Rebuilds the feeds whenever something public changed, until `shutdown`. Changes that come
 /// while a rebuild runs are folded into the next one.
 pub async fn run(app: Arc<App>, shutdown: tokio_util::sync::CancellationToken) {
+    let hub = Some(app.config.feeds.websub_hub.clone()).filter(|h| !h.is_empty());
+    let client = reqwest::Client::builder()
+        .user_agent(concat!(
+            "siar/",
+            env!("CARGO_PKG_VERSION"),
+            " (WebSub publisher)"
+        ))
+        .timeout(std::time::Duration::from_secs(15))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_default();
     loop {
         let a = app.clone();
         match tokio::task::spawn_blocking(move || rebuild(&a)).await {
-            Ok(Ok(n)) => tracing::debug!(documents = n, "Feeds rendered."),
+            Ok(Ok(changed)) => {
+                tracing::debug!(changed = changed.len(), "Feeds rendered.");
+                // At start-up every feed counts as changed: something may have been published
+                // while siar was down, and an extra ping costs the hub one fetch.
+                if let Some(hub) = &hub {
+                    for path in changed {
+                        let topic = format!(
+                            "{}{path}",
+                            app.config.server.public_url.trim_end_matches('/')
+                        );
+                        let (client, hub) = (client.clone(), hub.clone());
+                        tokio::spawn(async move {
+                            match siar_fanout::websub::ping_with_retries(&client, &hub, &topic)
+                                .await
+                            {
+                                (n, None) => {
+                                    tracing::info!(%topic, attempts = n, "WebSub hub notified.")
+                                }
+                                (n, Some(e)) => {
+                                    tracing::warn!(%topic, attempts = n, error = %e, "WebSub hub never accepted the ping; readers will still see the change when they poll.")
+                                }
+                            }
+                        });
+                    }
+                }
+            }
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "Could not render the feeds; serving the previous ones.")
             }
