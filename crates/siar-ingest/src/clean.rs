@@ -170,9 +170,11 @@ fn check_attachment(a: &Attachment) -> Result<(), String> {
         && a.url.len() > 8
         && !a.url.contains(char::is_whitespace);
     let media = a.url.starts_with("/media/") && !a.url.contains("..");
-    if !absolute && !media {
+    // `upload:NAME` names a file sent in the same multipart request; the API resolves it.
+    let upload = a.url.starts_with("upload:") && a.url.len() > "upload:".len();
+    if !absolute && !media && !upload {
         return Err(format!(
-            "url `{}` must be an absolute http(s) URL or a /media/ path",
+            "url `{}` must be an absolute http(s) URL, a /media/ path, or upload:FILE for a file sent with the release",
             a.url.chars().take(80).collect::<String>()
         ));
     }

@@ -6,6 +6,7 @@
 //! - [`outbox`]: the durable queue of deliveries — enqueued in the same transaction that
 //!   publishes, corrects or retracts a release; claimed with leases; settled by the holder.
 //! - the audit log: every change records who did it, in the same transaction as the change.
+//! - [`MediaStore`]: uploaded photos and audio, content-addressed files beside the database.
 //!
 //! Writes are atomic (one sled transaction per domain step) but not yet durable when a method
 //! returns: call [`Store::flush`] before acknowledging anything to the outside world. The API
@@ -23,6 +24,7 @@
 
 mod flusher;
 mod keys;
+mod media;
 pub mod outbox;
 mod record;
 mod releases;
@@ -33,6 +35,7 @@ use std::path::Path;
 use serde::{de::DeserializeOwned, Serialize};
 use siar_model::{AuditEntry, DeliveryId, ReleaseId};
 
+pub use media::{MediaStore, StoredMedia};
 pub use outbox::{Claim, QueueStats};
 pub use releases::{Ingested, NewRelease, Page, PreparedRelease, ReleaseFilter};
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use siar_ingest::{Format, ParseContext, ParseError};
 use siar_model::{Category, Provenance, Release, ReleaseId, Source, Status};
-use siar_store::{Ingested, NewRelease, Store, StoreError};
+use siar_store::{Ingested, MediaStore, NewRelease, Store, StoreError, StoredMedia};
 use tokio::sync::Notify;
 use tracing::info;
 
@@ -33,11 +33,15 @@ pub struct App {
     pub public_changed: Notify,
     /// The rendered feeds, served from memory.
     pub feeds: crate::web::feeds::FeedCache,
+    media: MediaStore,
 }
 
 /// One input on its way in.
 pub struct Input {
     pub bytes: Vec<u8>,
+    /// Files uploaded with the release, by the file name the request gave them. The release
+    /// refers to them as `upload:NAME`; files it does not mention are attached as they are.
+    pub media: Vec<(String, StoredMedia)>,
     pub format: Format,
     pub source: Source,
     pub idempotency_key: Option<String>,
@@ -51,6 +55,8 @@ pub struct Input {
 pub enum IngestError {
     #[error(transparent)]
     Parse(#[from] ParseError),
+    #[error("{0}")]
+    Media(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -59,7 +65,9 @@ impl App {
     pub fn new(config: Config, store: Store, clock: Arc<dyn Clock>) -> std::io::Result<Self> {
         let token = config.api_token();
         let router = Arc::new(ConfigRouter::new(&config));
+        let media = MediaStore::open(&config.store.path.join("media"))?;
         Ok(Self {
+            media,
             writer: IngestWriter::start(store.clone(), router.clone(), clock.clone())?,
             router,
             config,
@@ -85,6 +93,7 @@ impl App {
 
     fn prepare(&self, input: &Input) -> Result<(siar_ingest::Parsed, Provenance), IngestError> {
         let mut parsed = siar_ingest::parse(&input.bytes, input.format, &self.parse_context())?;
+        attach_uploads(&mut parsed, &input.media)?;
         for c in &input.categories {
             if !parsed.content.categories.contains(c) {
                 parsed.content.categories.push(c.clone());
@@ -192,7 +201,56 @@ impl App {
         Ok(r)
     }
 
+    /// Where uploaded photos and audio live.
+    pub fn media(&self) -> &MediaStore {
+        &self.media
+    }
+
     pub fn is_scheduler_running(&self) -> bool {
         self.scheduler_running.load(Ordering::Relaxed)
     }
+}
+
+/// Points `upload:NAME` attachments at the stored files, attaches uploads the release does
+/// not mention, and folds the files into the content hash (the same text with other photos is
+/// another input).
+fn attach_uploads(
+    parsed: &mut siar_ingest::Parsed,
+    media: &[(String, StoredMedia)],
+) -> Result<(), IngestError> {
+    let mut used = vec![false; media.len()];
+    for (i, a) in parsed.content.attachments.iter_mut().enumerate() {
+        let Some(name) = a.url.strip_prefix("upload:") else {
+            continue;
+        };
+        let Some(k) = media.iter().position(|(n, _)| n == name) else {
+            return Err(IngestError::Media(format!(
+                "attachments[{i}]: `upload:{name}` names no file sent with this release"
+            )));
+        };
+        let m = &media[k].1;
+        used[k] = true;
+        a.url = format!("/media/{}", m.name);
+        a.media_type = m.media_type.clone();
+        a.length = Some(m.length);
+    }
+    for ((_, m), used) in media.iter().zip(used) {
+        if !used {
+            parsed.content.attachments.push(siar_model::Attachment {
+                url: format!("/media/{}", m.name),
+                media_type: m.media_type.clone(),
+                caption: None,
+                credit: None,
+                length: Some(m.length),
+            });
+        }
+    }
+    if !media.is_empty() {
+        let names: Vec<&str> = media.iter().map(|(_, m)| m.name.as_str()).collect();
+        parsed.content_hash = siar_ingest::content_hash(
+            siar_ingest::Format::Json,
+            &format!("{}\n{}", parsed.content_hash, names.join("\n")),
+        );
+    }
+    Ok(())
 }

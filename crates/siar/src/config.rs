@@ -22,6 +22,7 @@ pub struct Config {
     pub api: Api,
     pub ingest: Ingest,
     pub feeds: Feeds,
+    pub media: Media,
     pub smtp: Smtp,
     #[serde(default)]
     pub lists: Vec<ListConfig>,
@@ -90,6 +91,13 @@ pub struct Feeds {
     pub max_age_secs: u64,
     #[serde(default)]
     pub websub_hub: String,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Media {
+    pub max_bytes: usize,
+    pub max_files: usize,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -336,6 +344,15 @@ impl Config {
                 "feeds.websub_hub".into(),
                 format!("`{}` is not an http(s) URL", self.feeds.websub_hub),
             );
+        }
+        if self.media.max_bytes < 1024 || self.media.max_bytes > 256 * 1024 * 1024 {
+            err(
+                "media.max_bytes".into(),
+                "must be between 1 KiB and 256 MiB".into(),
+            );
+        }
+        if self.media.max_files > 32 {
+            err("media.max_files".into(), "must be at most 32".into());
         }
         if !(self.smtp.url.starts_with("smtp://") || self.smtp.url.starts_with("smtps://")) {
             err(

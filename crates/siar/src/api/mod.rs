@@ -25,8 +25,22 @@ use siar_store::StoreError;
 
 /// The whole HTTP application.
 pub fn router(app: Arc<App>) -> Router {
+    // Releases may carry photos and audio: the create route takes bodies up to the upload
+    // limits; everything else keeps `server.body_limit`.
+    let upload_limit = app.config.server.body_limit
+        + app
+            .config
+            .media
+            .max_bytes
+            .saturating_mul(app.config.media.max_files)
+        + 64 * 1024;
     let api = Router::new()
-        .route("/releases", post(releases::create).get(releases::list))
+        .route(
+            "/releases",
+            post(releases::create)
+                .layer(axum::extract::DefaultBodyLimit::max(upload_limit))
+                .get(releases::list),
+        )
         .route("/releases/{id}", get(releases::show))
         .route("/releases/{id}/versions", get(releases::versions))
         .route("/releases/{id}/versions/{n}", get(releases::version))
@@ -156,6 +170,9 @@ impl From<IngestError> for ApiError {
         match e {
             IngestError::Parse(p) => p.into(),
             IngestError::Store(s) => s.into(),
+            IngestError::Media(m) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_media", m)
+            }
         }
     }
 }

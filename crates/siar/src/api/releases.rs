@@ -57,6 +57,19 @@ pub struct ReleaseInput {
     publish_at: Option<String>,
 }
 
+/// A release with its files (`multipart/form-data`). Attachments in the release may refer to
+/// a file as `upload:FILENAME`; files it does not mention are attached as they are.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct UploadForm {
+    /// The release: text/plain, text/markdown or application/json (or a .txt/.md/.json file).
+    #[schema(format = Binary)]
+    release: String,
+    /// Photos and audio: JPEG, PNG, WebP, GIF, MP3, Ogg, M4A, WAV, PDF.
+    #[schema(format = Binary)]
+    media: Vec<String>,
+}
+
 #[derive(Deserialize, ToSchema)]
 pub struct RetractionRequest {
     /// Why the release is withdrawn; shown to readers.
@@ -206,12 +219,177 @@ fn input(
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Input {
         bytes,
+        media: Vec::new(),
         format: format_of(headers)?,
         source: source_of(headers),
         idempotency_key: idempotency_key(headers)?,
         publish_at,
         categories,
     })
+}
+
+/// The file types accepted as media, as sniffed from their first bytes (never trusting the
+/// client's claim), with the extension they are stored under. No SVG: it can carry script.
+const MEDIA_TYPES: &[(&str, &str)] = &[
+    ("image/jpeg", "jpg"),
+    ("image/png", "png"),
+    ("image/webp", "webp"),
+    ("image/gif", "gif"),
+    ("audio/mpeg", "mp3"),
+    ("audio/ogg", "ogg"),
+    ("audio/m4a", "m4a"),
+    ("audio/x-wav", "wav"),
+    ("application/pdf", "pdf"),
+];
+
+/// Reads one multipart field to its end, refusing more than `limit` bytes.
+async fn read_field(
+    field: &mut axum::extract::multipart::Field<'_>,
+    limit: usize,
+    what: &str,
+    key: &str,
+) -> Result<Vec<u8>, ApiError> {
+    let mut buf = Vec::new();
+    while let Some(chunk) = field
+        .chunk()
+        .await
+        .map_err(|e| ApiError::bad_request(format!("could not read {what}: {e}")))?
+    {
+        if buf.len() + chunk.len() > limit {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("{what} is over the limit of {limit} bytes ({key})"),
+            ));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf)
+}
+
+/// `multipart/form-data`: a `release` part (Kalsel text, Markdown or JSON, by its
+/// Content-Type or file name) and any number of `media` parts (photos, audio), stored
+/// content-addressed before the release refers to them.
+async fn multipart_input(
+    app: &App,
+    headers: &HeaderMap,
+    params: &CreateParams,
+    body: Body,
+) -> Result<Input, ApiError> {
+    use axum::extract::FromRequest;
+    let mut req = axum::http::Request::new(body);
+    *req.headers_mut() = headers.clone();
+    let mut mp = axum::extract::Multipart::from_request(req, &())
+        .await
+        .map_err(|e| {
+            ApiError::bad_request(format!("not a valid multipart body: {}", e.body_text()))
+        })?;
+    let mut release: Option<(Vec<u8>, Format)> = None;
+    let mut media = Vec::new();
+    while let Some(mut field) = mp.next_field().await.map_err(|e| {
+        ApiError::bad_request(format!("not a valid multipart body: {}", e.body_text()))
+    })? {
+        let name = field.name().unwrap_or("").to_owned();
+        let file_name = field.file_name().map(str::to_owned);
+        match name.as_str() {
+            "release" => {
+                let format = field
+                    .content_type()
+                    .and_then(Format::from_content_type)
+                    .or_else(|| file_name.as_deref().and_then(Format::from_file_name))
+                    .ok_or_else(|| {
+                        ApiError::new(
+                            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                            "unsupported_media_type",
+                            "the `release` part must be text/plain, text/markdown or application/json (or a .txt, .md or .json file)",
+                        )
+                    })?;
+                let bytes = read_field(
+                    &mut field,
+                    app.config.ingest.max_bytes,
+                    "the release",
+                    "ingest.max_bytes",
+                )
+                .await?;
+                release = Some((bytes, format));
+            }
+            "media" => {
+                let Some(file_name) = file_name.filter(|n| !n.is_empty()) else {
+                    return Err(ApiError::bad_request(
+                        "every `media` part needs a file name",
+                    ));
+                };
+                if media.len() >= app.config.media.max_files {
+                    return Err(ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "too_many_files",
+                        format!(
+                            "at most {} media files per release (media.max_files)",
+                            app.config.media.max_files
+                        ),
+                    ));
+                }
+                let what = format!("media file `{file_name}`");
+                let bytes = read_field(
+                    &mut field,
+                    app.config.media.max_bytes,
+                    &what,
+                    "media.max_bytes",
+                )
+                .await?;
+                let sniffed = infer::get(&bytes).map(|k| k.mime_type());
+                let Some(&(mime, ext)) =
+                    sniffed.and_then(|m| MEDIA_TYPES.iter().find(|(t, _)| *t == m))
+                else {
+                    return Err(ApiError::new(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "unsupported_media_type",
+                        format!(
+                            "{what} is {}; accepted are JPEG, PNG, WebP, GIF, MP3, Ogg, M4A, WAV and PDF",
+                            sniffed.unwrap_or("of an unknown type")
+                        ),
+                    ));
+                };
+                let store = app.media().clone();
+                let stored = tokio::task::spawn_blocking(move || store.put(&bytes, ext, mime))
+                    .await
+                    .map_err(|e| {
+                        ApiError::new(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "internal_error",
+                            e.to_string(),
+                        )
+                    })?
+                    .map_err(|e| {
+                        ApiError::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "storage_unavailable",
+                            format!("could not store {what}: {e}"),
+                        )
+                    })?;
+                media.push((file_name, stored));
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown part `{other}`: send `release` and any number of `media` parts"
+                )))
+            }
+        }
+    }
+    let Some((bytes, format)) = release else {
+        return Err(ApiError::bad_request(
+            "the multipart body has no `release` part",
+        ));
+    };
+    let mut headers = headers.clone();
+    headers.insert(
+        header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("text/plain"),
+    );
+    let mut inp = input(app, &headers, params, bytes)?;
+    inp.format = format;
+    inp.media = media;
+    Ok(inp)
 }
 
 /// Finds a release by id, or by slug for convenience.
@@ -251,8 +429,9 @@ fn created(r: Release, was_created: bool) -> Response {
     request_body(content(
         (String = "text/plain"),
         (String = "text/markdown"),
-        (ReleaseInput = "application/json")
-    ), description = "A Kalsel plain-text release, Markdown with YAML front matter, or JSON."),
+        (ReleaseInput = "application/json"),
+        (UploadForm = "multipart/form-data")
+    ), description = "A Kalsel plain-text release, Markdown with YAML front matter, or JSON; or a multipart form with the release and its photos and audio."),
     responses(
         (status = 201, description = "Stored and durable", body = Release),
         (status = 200, description = "Already known: the existing release", body = Release),
@@ -267,12 +446,24 @@ pub async fn create(
     Query(params): Query<CreateParams>,
     bytes: Body,
 ) -> Result<Response, ApiError> {
-    let input = input(
-        &app,
-        &headers,
-        &params,
-        body(bytes, app.config.server.body_limit).await?,
-    )?;
+    let is_multipart = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("multipart/form-data")
+        });
+    let input = if is_multipart {
+        multipart_input(&app, &headers, &params, bytes).await?
+    } else {
+        input(
+            &app,
+            &headers,
+            &params,
+            body(bytes, app.config.server.body_limit).await?,
+        )?
+    };
     let out = app.ingest(input).await?;
     Ok(created(out.release, out.created))
 }

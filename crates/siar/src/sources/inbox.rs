@@ -129,6 +129,7 @@ async fn process(app: &App, inbox: &Path, path: &Path, name: &str, len: u64) -> 
     };
     let input = Input {
         bytes,
+        media: Vec::new(),
         format,
         source: Source::File {
             name: name.to_owned(),
@@ -149,6 +150,10 @@ async fn process(app: &App, inbox: &Path, path: &Path, name: &str, len: u64) -> 
         }
         Err(IngestError::Parse(e)) => {
             reject(inbox, path, name, &e.to_string());
+            true
+        }
+        Err(IngestError::Media(m)) => {
+            reject(inbox, path, name, &m);
             true
         }
         Err(IngestError::Store(e)) => {

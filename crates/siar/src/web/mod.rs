@@ -1,6 +1,7 @@
 //! The public side: feeds and the newsroom pages, both drawn from one snapshot.
 
 pub mod feeds;
+pub mod media;
 pub mod pages;
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ pub fn router() -> Router<Arc<App>> {
         .route("/", get(pages::index))
         .route("/releases/{slug}", get(pages::release))
         .route("/categories/{category}", get(pages::category))
+        .route("/media/{file}", get(media::file))
         .route("/feeds/{file}", get(feeds::main_feed))
         .route("/feeds/{category}/{file}", get(feeds::category_feed))
         .route("/feeds/archive/{n}/{file}", get(feeds::archive))
