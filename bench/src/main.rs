@@ -5,8 +5,12 @@
 //! scripts/bench                    # builds release binaries, runs every benchmark
 //! siar-bench [BENCH...] [--seconds S] [--rounds R] [--clients C]
 //! ```
-//! Benchmarks: `ingest` — durable releases per second through `POST /api/v1/releases` with C
-//! concurrent clients, beside a raw sled insert+flush loop at the same concurrency.
+//! Benchmarks:
+//! - `ingest` — durable releases per second through `POST /api/v1/releases` with C concurrent
+//!   clients, beside a raw sled insert+flush loop at the same concurrency.
+//! - `feeds` — the RSS feed of 30 releases served by siar and by nginx (the identical bytes
+//!   and headers, from a file), both loaded by `wrk` with C connections, for 200s and for 304s
+//!   (`If-None-Match`). Needs `wrk` and `nginx` (Debian packages; scripts/bench installs them).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -62,7 +66,8 @@ fn main() -> anyhow::Result<()> {
     for b in &opts.benches {
         match b.as_str() {
             "ingest" => rows.push(rt.block_on(ingest(&opts))?),
-            other => bail!("unknown benchmark `{other}` (known: ingest)"),
+            "feeds" => rows.extend(rt.block_on(feeds(&opts))?),
+            other => bail!("unknown benchmark `{other}` (known: ingest, feeds)"),
         }
     }
     print_table(&opts, &rows);
@@ -89,14 +94,14 @@ fn parse_args() -> anyhow::Result<Options> {
             "--rounds" => o.rounds = usize::try_from(num("--rounds")?)?,
             "--clients" => o.clients = usize::try_from(num("--clients")?)?,
             "-h" | "--help" => {
-                println!("siar-bench [ingest] [--seconds S] [--rounds R] [--clients C]");
+                println!("siar-bench [ingest] [feeds] [--seconds S] [--rounds R] [--clients C]");
                 std::process::exit(0);
             }
             b => o.benches.push(b.to_owned()),
         }
     }
     if o.benches.is_empty() {
-        o.benches.push("ingest".into());
+        o.benches = vec!["ingest".into(), "feeds".into()];
     }
     if o.rounds == 0 || o.clients == 0 || o.seconds == 0 {
         bail!("--rounds, --clients and --seconds must be at least 1");
@@ -137,7 +142,9 @@ fn print_table(o: &Options, rows: &[Row]) {
             r.unit,
             median(r.reference.iter().map(|x| x.ms(0.5)).collect()),
             median(r.reference.iter().map(|x| x.ms(0.99)).collect()),
-            s_rate / r_rate
+            // Each round runs both side by side: the median of the per-round ratios is the
+            // comparison least disturbed by a noisy neighbour.
+            median(r.siar.iter().zip(&r.reference).map(|(a, b)| a.rate() / b.rate()).collect())
         );
     }
     for r in rows {
@@ -349,4 +356,252 @@ fn raw_sled(o: &Options, round: usize) -> anyhow::Result<Run> {
         elapsed: start.elapsed(),
         latency,
     })
+}
+
+/// Parses wrk's summary: requests per second, p50 and p99 latency in microseconds.
+fn parse_wrk(out: &str) -> anyhow::Result<(f64, u64, u64)> {
+    let rate = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))
+        .context("wrk printed no Requests/sec")?
+        .trim()
+        .parse::<f64>()?;
+    let p50 = wrk_latency(out, "50%")?;
+    let p99 = wrk_latency(out, "99%")?;
+    Ok((rate, p50, p99))
+}
+
+/// A latency line of wrk's `--latency` table, in microseconds.
+fn wrk_latency(out: &str, label: &str) -> anyhow::Result<u64> {
+    let v = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(label))
+        .with_context(|| format!("wrk printed no {label} latency (run with --latency)"))?
+        .trim();
+    let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(v.len()));
+    let n: f64 = num.parse()?;
+    let us = match unit {
+        "us" => n,
+        "ms" => n * 1000.0,
+        "s" => n * 1_000_000.0,
+        _ => bail!("unknown latency unit in `{v}`"),
+    };
+    Ok(us as u64)
+}
+
+/// One wrk run, as a [`Run`].
+fn wrk(o: &Options, url: &str, headers: &[String]) -> anyhow::Result<Run> {
+    let mut cmd = Command::new("wrk");
+    cmd.args([
+        "-t2",
+        &format!("-c{}", o.clients.max(2)),
+        &format!("-d{}s", o.seconds),
+        "--latency",
+    ]);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    let out = cmd
+        .arg(url)
+        .output()
+        .context("running wrk (apt-get install wrk)")?;
+    if !out.status.success() {
+        bail!("wrk failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (rate, p50, p99) = parse_wrk(&text)?;
+    // Two recorded values: the histogram's median reads back wrk's p50, its p99 wrk's p99.
+    let mut latency = Histogram::<u64>::new(3)?;
+    latency.record(p50.max(1))?;
+    latency.record(p99.max(1))?;
+    let secs = o.seconds as f64;
+    Ok(Run {
+        ops: (rate * secs) as usize,
+        elapsed: Duration::from_secs_f64(secs),
+        latency,
+    })
+}
+
+struct Nginx {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// nginx serving `body` at /feeds/rss.xml with siar's headers, two workers like siar's two
+/// runtime threads.
+fn start_nginx(body: &[u8], headers: &reqwest::header::HeaderMap) -> anyhow::Result<Nginx> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    std::fs::create_dir_all(dir.path().join("feeds"))?;
+    let file = dir.path().join("feeds/rss.xml");
+    std::fs::write(&file, body)?;
+    let h = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .replace('\'', "")
+    };
+    let last_modified = h("last-modified");
+    let status = Command::new("touch")
+        .arg("-d")
+        .arg(&last_modified)
+        .arg(&file)
+        .status()?;
+    if !status.success() {
+        bail!("could not set the file time to {last_modified}");
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let etag = h("etag");
+    let conf = format!(
+        r#"worker_processes 2;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};
+  keepalive_requests 1000000;
+  server {{
+    listen 127.0.0.1:{port};
+    root {d};
+    location = /feeds/rss.xml {{
+      types {{ }}
+      default_type "{ct}";
+      etag off;
+      add_header ETag '{etag}' always;
+      add_header Cache-Control '{cc}' always;
+      add_header Vary 'Accept-Encoding' always;
+      add_header Link '{link}' always;
+      if ($http_if_none_match = '{etag}') {{ return 304; }}
+    }}
+  }}
+}}
+"#,
+        d = dir.path().display(),
+        ct = h("content-type"),
+        cc = h("cache-control"),
+        link = h("link"),
+    );
+    let conf_path = dir.path().join("nginx.conf");
+    std::fs::write(&conf_path, conf)?;
+    let child = Command::new("nginx")
+        .arg("-c")
+        .arg(&conf_path)
+        .arg("-p")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting nginx (apt-get install nginx)")?;
+    let url = format!("http://127.0.0.1:{port}/feeds/rss.xml");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(Nginx {
+                child,
+                url,
+                _dir: dir,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!(
+        "nginx did not start; see {}/error.log",
+        dir.path().display()
+    )
+}
+
+async fn feeds(o: &Options) -> anyhow::Result<Vec<Row>> {
+    let d = start_siar()?;
+    let client = reqwest::Client::builder().no_gzip().build()?;
+    for n in 0..30 {
+        let r = client
+            .post(format!("{}/api/v1/releases", d.url))
+            .bearer_auth(TOKEN)
+            .header("Content-Type", "text/plain")
+            .body(release(n))
+            .send()
+            .await?;
+        if r.status() != reqwest::StatusCode::CREATED {
+            bail!("siar answered {}", r.status());
+        }
+    }
+    let url = format!("{}/feeds/rss.xml", d.url);
+    let (headers, body) = loop {
+        let r = client.get(&url).send().await?;
+        let headers = r.headers().clone();
+        let body = r.bytes().await?;
+        if body
+            .windows(b"<item>".len())
+            .filter(|w| *w == b"<item>")
+            .count()
+            == 30
+        {
+            break (headers, body);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let nginx = start_nginx(&body, &headers)?;
+    let etag = headers
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    // Both servers must answer the same way before they are compared.
+    for (who, u) in [("siar", &url), ("nginx", &nginx.url)] {
+        let r = client.get(u.as_str()).send().await?;
+        let same = r.headers().get("etag") == headers.get("etag") && r.bytes().await? == body;
+        let r304 = client
+            .get(u.as_str())
+            .header("If-None-Match", &etag)
+            .send()
+            .await?;
+        if !same || r304.status() != reqwest::StatusCode::NOT_MODIFIED {
+            bail!("{who} does not serve the same feed and validators");
+        }
+    }
+    eprintln!("feeds: {} bytes, ETag {etag}", body.len());
+    let inm = vec![format!("If-None-Match: {etag}")];
+    let mut ok = Row {
+        name: "feeds: GET rss.xml 200".into(),
+        unit: "/s",
+        siar: Vec::new(),
+        reference_name: "nginx, same bytes and headers".into(),
+        reference: Vec::new(),
+    };
+    let mut not_modified = Row {
+        name: "feeds: GET rss.xml 304".into(),
+        unit: "/s",
+        siar: Vec::new(),
+        reference_name: "nginx, same validators".into(),
+        reference: Vec::new(),
+    };
+    for round in 0..o.rounds {
+        eprintln!("feeds round {}/{}", round + 1, o.rounds);
+        // Alternate who goes first, so drift on a shared machine favours neither.
+        if round % 2 == 0 {
+            ok.siar.push(wrk(o, &url, &[])?);
+            ok.reference.push(wrk(o, &nginx.url, &[])?);
+            not_modified.siar.push(wrk(o, &url, &inm)?);
+            not_modified.reference.push(wrk(o, &nginx.url, &inm)?);
+        } else {
+            ok.reference.push(wrk(o, &nginx.url, &[])?);
+            ok.siar.push(wrk(o, &url, &[])?);
+            not_modified.reference.push(wrk(o, &nginx.url, &inm)?);
+            not_modified.siar.push(wrk(o, &url, &inm)?);
+        }
+    }
+    Ok(vec![ok, not_modified])
 }

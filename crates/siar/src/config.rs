@@ -37,6 +37,7 @@ pub struct Server {
     pub listen: String,
     pub public_url: String,
     pub body_limit: usize,
+    pub threads: usize,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -238,6 +239,12 @@ impl Config {
             err(
                 "server.public_url".into(),
                 format!("`{}` is not an http(s) URL", self.server.public_url),
+            );
+        }
+        if self.server.threads > 64 {
+            err(
+                "server.threads".into(),
+                "must be at most 64 (0: one per core)".into(),
             );
         }
         if self.server.body_limit < 1024 {

@@ -2,6 +2,7 @@
 //!
 //! - [`config`]: layered configuration (built-in defaults, file, `SIAR_*` env) and validation.
 //! - [`app`]: the running daemon's shared state and the ingest path every source shares.
+//! - [`http`]: HTTP serving, one single-threaded runtime per core on shared sockets.
 //! - [`api`]: the HTTP API, its OpenAPI document, health endpoints.
 //! - [`web`]: the public side: feeds rendered once per change and served from memory.
 //! - [`scheduler`]: publishing at `publish_at`, and cron jobs in the publisher's time zone.
@@ -19,6 +20,7 @@ pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod http;
 pub mod routing;
 pub mod schedule;
 pub mod scheduler;
@@ -32,7 +34,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use siar_store::Store;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -43,16 +44,16 @@ use crate::config::Config;
 /// How long in-flight work gets to finish after shutdown is asked for.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Runs the daemon on `listener` until `shutdown` completes, then stops taking work, lets
+/// Runs the daemon on `listener` (bound with [`http::bind`], so the HTTP threads can share
+/// it) until `shutdown` completes, then stops taking work, lets
 /// running work finish (up to a deadline), flushes the store and returns.
 pub async fn serve(
     config: Config,
     store: Store,
-    listener: TcpListener,
+    listener: std::net::TcpListener,
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let body_limit = config.server.body_limit;
     let app = Arc::new(App::new(config, store, clock).context("starting the ingest writer")?);
     if app.token.is_none() {
         warn!(env = %app.config.api.token_env, "No API token is set: the API answers 503 until one is configured.");
@@ -88,16 +89,22 @@ pub async fn serve(
         ));
     }
 
-    let router = api::router(app.clone()).layer(axum::extract::DefaultBodyLimit::max(body_limit));
-    let stop_http = stop.clone();
-    axum::serve(listener, router)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            info!("Shutting down: no new work is taken.");
-            stop_http.cancel();
-        })
-        .await
-        .context("serving HTTP")?;
+    let router = api::router(app.clone());
+    let shards = http::shards(app.config.server.threads);
+    let servers = http::serve(app.clone(), router, listener, shards, stop.clone())
+        .context("starting the HTTP threads")?;
+    tracing::debug!(threads = servers.len(), "Serving HTTP.");
+    shutdown.await;
+    info!("Shutting down: no new work is taken.");
+    stop.cancel();
+    let joined = tokio::task::spawn_blocking(move || {
+        for s in servers {
+            let _ = s.join();
+        }
+    });
+    if tokio::time::timeout(SHUTDOWN_GRACE, joined).await.is_err() {
+        warn!("Some HTTP requests did not finish within the grace period.");
+    }
     stop.cancel();
     if tokio::time::timeout(SHUTDOWN_GRACE, async {
         while tasks.join_next().await.is_some() {}

@@ -152,8 +152,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             config.store.path.display()
         )
     })?;
-    let listener = tokio::net::TcpListener::bind(&config.server.listen)
-        .await
+    let listener = siar::http::bind(&config.server.listen)
         .with_context(|| format!("listening on {} (server.listen)", config.server.listen))?;
     let addr = listener
         .local_addr()

@@ -51,15 +51,18 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/deliveries/{id}/retry", post(deliveries::retry))
         .route("/audit", get(releases::audit))
         .fallback(|| async { ApiError::not_found("no such API route") })
+        .layer(axum::extract::DefaultBodyLimit::max(
+            app.config.server.body_limit,
+        ))
         .route_layer(middleware::from_fn_with_state(app.clone(), require_token))
         .layer(middleware::map_response(json_errors));
+    // Request ids and request tracing for the API; the public routes (feeds, pages, media)
+    // stay lean: a feed poll is answered from memory and should cost nothing more.
     Router::new()
         .nest("/api/v1", api)
         .route("/api/openapi.json", get(openapi::document))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .merge(crate::web::router())
-        .with_state(app)
         .layer(
             tower::ServiceBuilder::new()
                 .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
@@ -68,6 +71,8 @@ pub fn router(app: Arc<App>) -> Router {
                 .layer(tower_http::trace::TraceLayer::new_for_http())
                 .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id()),
         )
+        .merge(crate::web::router())
+        .with_state(app)
 }
 
 /// The error body every failing API call returns.

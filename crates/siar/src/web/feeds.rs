@@ -11,10 +11,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::Request;
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -52,22 +53,24 @@ impl FeedFormat {
             FeedFormat::Json => "application/feed+json; charset=utf-8",
         }
     }
-
-    fn from_file(name: &str) -> Option<FeedFormat> {
-        Self::ALL.into_iter().find(|f| f.file() == name)
-    }
 }
 
-/// One rendered document with everything a response needs.
+/// One rendered document with everything a response needs, headers included: a request
+/// only compares validators and clones prepared values.
 pub struct Rendered {
     pub identity: Bytes,
     gzip: Bytes,
     brotli: Bytes,
-    /// Hex of the SHA-256 of `identity`, shortened; the strong ETag is built from it.
+    /// Hex of the SHA-256 of `identity`, shortened; the strong ETags are built from it.
     tag: String,
     last_modified: DateTime<Utc>,
-    content_type: &'static str,
-    cache_control: String,
+    /// Strong ETags of the identity, gzip and brotli representations.
+    etags: [HeaderValue; 3],
+    last_modified_header: HeaderValue,
+    content_type: HeaderValue,
+    cache_control: HeaderValue,
+    /// `Link: <self>; rel="self"` (and the hub).
+    link: Option<HeaderValue>,
 }
 
 /// What the public sees at one moment: every feed document by path (`/feeds/rss.xml`,
@@ -84,18 +87,16 @@ pub struct Snapshot {
     pub categories: BTreeMap<Category, usize>,
 }
 
-/// The current [`Snapshot`], replaced whole on every rebuild.
+/// The current [`Snapshot`], replaced whole on every rebuild. Readers never wait: a feed
+/// request loads the snapshot without a lock.
 #[derive(Default)]
 pub struct FeedCache {
-    current: RwLock<Arc<Snapshot>>,
+    current: arc_swap::ArcSwap<Snapshot>,
 }
 
 impl FeedCache {
     pub fn snapshot(&self) -> Arc<Snapshot> {
-        self.current
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.current.load_full()
     }
 
     pub fn get(&self, path: &str) -> Option<Arc<Rendered>> {
@@ -110,7 +111,7 @@ impl FeedCache {
     }
 
     fn replace(&self, s: Snapshot) {
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(s);
+        self.current.store(Arc::new(s));
     }
 }
 
@@ -165,19 +166,42 @@ fn compress(body: &[u8]) -> (Bytes, Bytes) {
     )
 }
 
-fn rendered(body: String, format: FeedFormat, updated: DateTime<Utc>, max_age: u64) -> Rendered {
+fn header_value(s: &str) -> HeaderValue {
+    // Everything passed here is ASCII we built ourselves; an odd configured URL degrades to
+    // an empty header rather than a failed render.
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+fn rendered(
+    body: String,
+    format: FeedFormat,
+    updated: DateTime<Utc>,
+    max_age: u64,
+    links: &[(String, &str)],
+) -> Rendered {
     let identity = Bytes::from(body);
     let digest = Sha256::digest(&identity);
     let tag = hex::encode(&digest[..16]);
     let (gzip, brotli) = compress(&identity);
+    let link: Vec<String> = links
+        .iter()
+        .map(|(href, rel)| format!("<{href}>; rel=\"{rel}\""))
+        .collect();
     Rendered {
         identity,
         gzip,
         brotli,
+        etags: [
+            header_value(&format!("\"{tag}\"")),
+            header_value(&format!("\"{tag}-gz\"")),
+            header_value(&format!("\"{tag}-br\"")),
+        ],
         tag,
         last_modified: updated,
-        content_type: format.content_type(),
-        cache_control: format!("public, max-age={max_age}"),
+        last_modified_header: header_value(&http_date(updated)),
+        content_type: HeaderValue::from_static(format.content_type()),
+        cache_control: header_value(&format!("public, max-age={max_age}")),
+        link: (!link.is_empty()).then(|| header_value(&link.join(", "))),
     }
 }
 
@@ -253,6 +277,7 @@ pub fn build(app: &App, releases: &[Release]) -> HashMap<String, Arc<Rendered>> 
                     format,
                     updated,
                     max_age,
+                    &self_and_hub(&ctx, &doc.self_url),
                 )),
             );
             for k in 1..=pages {
@@ -280,12 +305,21 @@ pub fn build(app: &App, releases: &[Release]) -> HashMap<String, Arc<Rendered>> 
                         format,
                         updated,
                         age,
+                        &self_and_hub(&ctx, &doc.self_url),
                     )),
                 );
             }
         }
     }
     docs
+}
+
+fn self_and_hub(ctx: &FeedContext, self_url: &str) -> Vec<(String, &'static str)> {
+    let mut links = vec![(self_url.to_owned(), "self")];
+    if let Some(hub) = &ctx.websub_hub {
+        links.push((hub.clone(), "hub"));
+    }
+    links
 }
 
 fn render_as(format: FeedFormat, ctx: &FeedContext, doc: &FeedDoc<'_>) -> String {
@@ -407,119 +441,95 @@ fn http_date(t: DateTime<Utc>) -> String {
     t.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
 }
 
-/// Serves one rendered document with validators, compression and `304`s.
-pub fn respond(doc: &Rendered, headers: &HeaderMap, links: &[(String, &str)]) -> Response {
-    let (body, coding, etag) = if accepts(headers, "br") && !doc.brotli.is_empty() {
-        (
-            doc.brotli.clone(),
-            Some("br"),
-            format!("\"{}-br\"", doc.tag),
-        )
-    } else if accepts(headers, "gzip") && !doc.gzip.is_empty() {
-        (
-            doc.gzip.clone(),
-            Some("gzip"),
-            format!("\"{}-gz\"", doc.tag),
-        )
-    } else {
-        (doc.identity.clone(), None, format!("\"{}\"", doc.tag))
-    };
-    let last_modified = http_date(doc.last_modified);
-    let not_modified = match headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-    {
-        // Any representation of this version matches: they differ only in encoding.
-        Some(inm) => inm.split(',').map(str::trim).any(|t| {
+/// True if `If-None-Match` names this version: any of its representations (they differ only
+/// in encoding), or `*`.
+fn matches_etag(doc: &Rendered, inm: &HeaderValue) -> bool {
+    // Fast path: the client repeats exactly the ETag it was given.
+    if doc.etags.iter().any(|e| e == inm) {
+        return true;
+    }
+    inm.to_str().is_ok_and(|v| {
+        v.split(',').map(str::trim).any(|t| {
             let t = t.trim_start_matches("W/").trim_matches('"');
             t == "*" || t.split('-').next() == Some(doc.tag.as_str())
-        }),
+        })
+    })
+}
+
+/// Serves one rendered document with validators, compression and `304`s.
+pub fn respond(doc: &Rendered, headers: &HeaderMap) -> Response {
+    let enc = headers.get(header::ACCEPT_ENCODING).map(|_| ());
+    let (body, coding, etag) = if enc.is_some() && accepts(headers, "br") && !doc.brotli.is_empty()
+    {
+        (&doc.brotli, Some("br"), &doc.etags[2])
+    } else if enc.is_some() && accepts(headers, "gzip") && !doc.gzip.is_empty() {
+        (&doc.gzip, Some("gzip"), &doc.etags[1])
+    } else {
+        (&doc.identity, None, &doc.etags[0])
+    };
+    let not_modified = match headers.get(header::IF_NONE_MATCH) {
+        Some(inm) => matches_etag(doc, inm),
         None => headers
             .get(header::IF_MODIFIED_SINCE)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| DateTime::parse_from_rfc2822(&v.replace("GMT", "+0000")).ok())
             .is_some_and(|since| doc.last_modified.timestamp() <= since.timestamp()),
     };
-    let mut h = HeaderMap::new();
-    let put = |h: &mut HeaderMap, name: header::HeaderName, value: &str| {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            h.insert(name, v);
-        }
-    };
-    put(&mut h, header::ETAG, &etag);
-    put(&mut h, header::LAST_MODIFIED, &last_modified);
-    put(&mut h, header::CACHE_CONTROL, &doc.cache_control);
-    put(&mut h, header::VARY, "Accept-Encoding");
-    let link: Vec<String> = links
-        .iter()
-        .map(|(href, rel)| format!("<{href}>; rel=\"{rel}\""))
-        .collect();
-    if !link.is_empty() {
-        put(&mut h, header::LINK, &link.join(", "));
+    // Built in place: one header map, no merging.
+    let mut resp = Response::new(Body::empty());
+    let h = resp.headers_mut();
+    h.insert(header::ETAG, etag.clone());
+    h.insert(header::LAST_MODIFIED, doc.last_modified_header.clone());
+    h.insert(header::CACHE_CONTROL, doc.cache_control.clone());
+    h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+    if let Some(link) = &doc.link {
+        h.insert(header::LINK, link.clone());
     }
     if not_modified {
-        return (StatusCode::NOT_MODIFIED, h).into_response();
+        *resp.status_mut() = StatusCode::NOT_MODIFIED;
+        return resp;
     }
-    put(&mut h, header::CONTENT_TYPE, doc.content_type);
+    h.insert(header::CONTENT_TYPE, doc.content_type.clone());
     if let Some(c) = coding {
-        put(&mut h, header::CONTENT_ENCODING, c);
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(c));
     }
-    (StatusCode::OK, h, Body::from(body)).into_response()
+    *resp.body_mut() = Body::from(body.clone());
+    resp
 }
 
-fn feed_response(app: &App, path: &str, headers: &HeaderMap) -> Response {
-    let Some(doc) = app.feeds.get(path) else {
-        return (StatusCode::NOT_FOUND, "Feed tidak ditemukan.\n").into_response();
+/// The short path for feed requests (see [`crate::http`]): `Some` answer for a `GET` or
+/// `HEAD` of a feed path, `None` to let the router handle the request.
+pub fn answer<B>(app: &App, req: &axum::http::Request<B>) -> Option<Response> {
+    let path = req.uri().path();
+    if !path.starts_with("/feeds/") {
+        return None;
+    }
+    let method = req.method();
+    if method != axum::http::Method::GET && method != axum::http::Method::HEAD {
+        return None;
+    }
+    let snap = app.feeds.current.load();
+    let mut resp = match snap.docs.get(path) {
+        Some(doc) => respond(doc, req.headers()),
+        None => (StatusCode::NOT_FOUND, "Feed tidak ditemukan.\n").into_response(),
     };
-    let self_url = format!(
-        "{}{path}",
-        app.config.server.public_url.trim_end_matches('/')
-    );
-    let mut links = vec![(self_url, "self")];
-    if !app.config.feeds.websub_hub.is_empty() {
-        links.push((app.config.feeds.websub_hub.clone(), "hub"));
+    if method == axum::http::Method::HEAD {
+        // The length of what GET would send, without the bytes.
+        let len = http_body::Body::size_hint(resp.body()).exact();
+        *resp.body_mut() = Body::empty();
+        if let Some(n) = len.filter(|_| resp.status() == StatusCode::OK) {
+            resp.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        }
     }
-    respond(&doc, headers, &links)
+    Some(resp)
 }
 
-/// `/feeds/{file}`
-pub async fn main_feed(
-    State(app): State<Arc<App>>,
-    Path(file): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    match FeedFormat::from_file(&file) {
-        Some(_) => feed_response(&app, &format!("/feeds/{file}"), &headers),
+/// Every `/feeds/…` request that reaches the router: the path is the key.
+pub async fn serve(State(app): State<Arc<App>>, req: Request) -> Response {
+    let snap = app.feeds.current.load();
+    match snap.docs.get(req.uri().path()) {
+        Some(doc) => respond(doc, req.headers()),
         None => (StatusCode::NOT_FOUND, "Feed tidak ditemukan.\n").into_response(),
     }
-}
-
-/// `/feeds/{category}/{file}`
-pub async fn category_feed(
-    State(app): State<Arc<App>>,
-    Path((category, file)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    feed_response(&app, &format!("/feeds/{category}/{file}"), &headers)
-}
-
-/// `/feeds/archive/{n}/{file}` and `/feeds/{category}/archive/{n}/{file}`
-pub async fn archive(
-    State(app): State<Arc<App>>,
-    Path((n, file)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    feed_response(&app, &format!("/feeds/archive/{n}/{file}"), &headers)
-}
-
-pub async fn category_archive(
-    State(app): State<Arc<App>>,
-    Path((category, n, file)): Path<(String, String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    feed_response(
-        &app,
-        &format!("/feeds/{category}/archive/{n}/{file}"),
-        &headers,
-    )
 }

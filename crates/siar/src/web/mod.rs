@@ -18,11 +18,5 @@ pub fn router() -> Router<Arc<App>> {
         .route("/releases/{slug}", get(pages::release))
         .route("/categories/{category}", get(pages::category))
         .route("/media/{file}", get(media::file))
-        .route("/feeds/{file}", get(feeds::main_feed))
-        .route("/feeds/{category}/{file}", get(feeds::category_feed))
-        .route("/feeds/archive/{n}/{file}", get(feeds::archive))
-        .route(
-            "/feeds/{category}/archive/{n}/{file}",
-            get(feeds::category_archive),
-        )
+        .route("/feeds/{*path}", get(feeds::serve))
 }
