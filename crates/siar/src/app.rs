@@ -29,8 +29,6 @@ pub struct App {
     pub token: Option<String>,
     /// Set by the scheduler while its loop runs; `/readyz` reports it.
     pub scheduler_running: AtomicBool,
-    /// Wakes the feed renderer: something the public sees has changed.
-    pub public_changed: Notify,
     /// The rendered feeds, served from memory.
     pub feeds: crate::web::feeds::FeedCache,
     media: MediaStore,
@@ -76,7 +74,6 @@ impl App {
             schedule_changed: Notify::new(),
             token,
             scheduler_running: AtomicBool::new(false),
-            public_changed: Notify::new(),
             feeds: Default::default(),
         })
     }
@@ -140,7 +137,7 @@ impl App {
             if r.status == Status::Scheduled {
                 self.schedule_changed.notify_one();
             } else {
-                self.public_changed.notify_one();
+                self.feeds.release_changed(r.id);
             }
         } else {
             info!(release = %r.id, source = %actor, "Already known; returned the existing release.");
@@ -180,7 +177,7 @@ impl App {
         if out.created {
             info!(release = %id, version = out.release.version, deliveries = out.deliveries,
                   source = %actor, "Corrected.");
-            self.public_changed.notify_one();
+            self.feeds.release_changed(id);
         }
         Ok(out)
     }
@@ -197,7 +194,7 @@ impl App {
             .retract(id, reason, actor, self.clock.now(), self.router.as_ref())?;
         self.store.flush().await?;
         info!(release = %id, actor, "Retracted.");
-        self.public_changed.notify_one();
+        self.feeds.release_changed(id);
         Ok(r)
     }
 

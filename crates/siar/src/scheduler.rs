@@ -36,7 +36,9 @@ pub async fn run_publisher(app: Arc<App>, shutdown: CancellationToken) {
                     if let Err(e) = app.store.flush().await {
                         error!(error = %e, "Could not flush after publishing.");
                     }
-                    app.public_changed.notify_one();
+                    for r in &published {
+                        app.feeds.release_changed(r.id);
+                    }
                 }
             }
             Err(e) => {

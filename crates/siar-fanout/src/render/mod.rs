@@ -92,7 +92,7 @@ pub struct FeedDoc<'a> {
     /// The HTML page the feed belongs to.
     pub home_url: String,
     /// Newest first.
-    pub releases: &'a [Release],
+    pub releases: &'a [&'a Release],
     /// RFC 5005: the next older archive document, if any.
     pub prev_archive: Option<String>,
     /// RFC 5005, in archives: the next newer archive document, if any.

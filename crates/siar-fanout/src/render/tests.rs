@@ -111,7 +111,7 @@ fn releases() -> Vec<Release> {
     all
 }
 
-fn doc<'a>(rs: &'a [Release], format: &str) -> FeedDoc<'a> {
+fn doc<'a>(rs: &'a [&'a Release], format: &str) -> FeedDoc<'a> {
     FeedDoc {
         title: "Siaran Pers Diskominfo Kalsel".into(),
         description: "Siaran pers terbaru".into(),
@@ -151,7 +151,8 @@ fn assert_xml_clean(s: &str) {
 
 #[test]
 fn rss_reads_back_in_feed_rs_and_the_rss_crate() {
-    let rs = releases();
+    let owned = releases();
+    let rs: Vec<&Release> = owned.iter().collect();
     let xml = rss(&ctx(), &doc(&rs, "rss.xml"));
     assert_xml_clean(&xml);
     let ch = ::rss::Channel::read_from(xml.as_bytes()).unwrap();
@@ -251,7 +252,8 @@ fn rss_reads_back_in_feed_rs_and_the_rss_crate() {
 
 #[test]
 fn atom_reads_back_and_keeps_ids_across_a_correction() {
-    let rs = releases();
+    let owned = releases();
+    let rs: Vec<&Release> = owned.iter().collect();
     let xml = atom(&ctx(), &doc(&rs, "atom.xml"));
     assert_xml_clean(&xml);
     let feed = ::atom_syndication::Feed::read_from(xml.as_bytes()).unwrap();
@@ -298,7 +300,8 @@ fn atom_reads_back_and_keeps_ids_across_a_correction() {
 
 #[test]
 fn json_feed_is_valid_json_feed_1_1() {
-    let rs = releases();
+    let owned = releases();
+    let rs: Vec<&Release> = owned.iter().collect();
     let json = json_feed(&ctx(), &doc(&rs, "feed.json"));
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["version"], "https://jsonfeed.org/version/1.1");
@@ -323,7 +326,8 @@ fn json_feed_is_valid_json_feed_1_1() {
 
 #[test]
 fn archives_are_marked_as_such() {
-    let rs = releases();
+    let owned = releases();
+    let rs: Vec<&Release> = owned.iter().collect();
     let mut d = doc(&rs, "rss.xml");
     d.current = Some("https://siaran.kalselprov.go.id/feeds/rss.xml".into());
     let xml = rss(&ctx(), &d);
@@ -362,7 +366,8 @@ fn tag_ids_take_the_year_the_id_was_made() {
 #[test]
 #[ignore = "prints a feed for eyeballing: cargo test -p siar-fanout -- --ignored --nocapture print"]
 fn print_feeds() {
-    let rs = releases();
+    let owned = releases();
+    let rs: Vec<&Release> = owned.iter().collect();
     println!("{}", rss(&ctx(), &doc(&rs[..2], "rss.xml")));
     println!("{}", atom(&ctx(), &doc(&rs[..1], "atom.xml")));
 }

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use siar_fanout::render::{self, FeedContext, FeedDoc};
-use siar_model::{Category, Release};
+use siar_model::{Category, Release, ReleaseId};
 use siar_store::ReleaseFilter;
 
 use crate::app::App;
@@ -59,10 +59,15 @@ impl FeedFormat {
 /// only compares validators and clones prepared values.
 pub struct Rendered {
     pub identity: Bytes,
-    gzip: Bytes,
-    brotli: Bytes,
+    /// Compressed on first request: most archive pages are never asked for compressed, and
+    /// a burst of publications should not pay for compressing them.
+    gzip: std::sync::OnceLock<Bytes>,
+    brotli: std::sync::OnceLock<Bytes>,
     /// Hex of the SHA-256 of `identity`, shortened; the strong ETags are built from it.
     tag: String,
+    /// What the document was rendered from (its releases' ids and versions, its links): a
+    /// document whose inputs did not change is reused, not rendered again.
+    fingerprint: u64,
     last_modified: DateTime<Utc>,
     /// Strong ETags of the identity, gzip and brotli representations.
     etags: [HeaderValue; 3],
@@ -80,7 +85,7 @@ pub struct Rendered {
 pub struct Snapshot {
     pub docs: HashMap<String, Arc<Rendered>>,
     /// Public releases, oldest published first.
-    pub releases: Vec<Release>,
+    pub releases: Vec<Arc<Release>>,
     /// Index into `releases` by slug.
     pub by_slug: HashMap<String, usize>,
     /// Each category with its number of public releases.
@@ -92,6 +97,10 @@ pub struct Snapshot {
 #[derive(Default)]
 pub struct FeedCache {
     current: arc_swap::ArcSwap<Snapshot>,
+    /// Releases changed since the last rebuild (published, corrected, retracted).
+    pending: std::sync::Mutex<Vec<ReleaseId>>,
+    /// Wakes the renderer when `pending` gains an id.
+    changed: tokio::sync::Notify,
 }
 
 impl FeedCache {
@@ -108,6 +117,19 @@ impl FeedCache {
         let mut v: Vec<String> = self.snapshot().docs.keys().cloned().collect();
         v.sort();
         v
+    }
+
+    /// Tells the renderer that what the public sees of `id` may have changed.
+    pub fn release_changed(&self, id: ReleaseId) {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(id);
+        self.changed.notify_one();
+    }
+
+    fn take_pending(&self) -> Vec<ReleaseId> {
+        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     fn replace(&self, s: Snapshot) {
@@ -128,8 +150,12 @@ pub fn feed_context(app: &App) -> FeedContext {
     }
 }
 
+fn publication_order(r: &Release) -> (DateTime<Utc>, ReleaseId) {
+    (r.published_at.unwrap_or(r.publish_at), r.id)
+}
+
 /// Every release the public may see now, in order of publication (oldest first).
-pub fn public_releases(app: &App) -> siar_store::Result<Vec<Release>> {
+pub fn public_releases(app: &App) -> siar_store::Result<Vec<Arc<Release>>> {
     let filter = ReleaseFilter {
         public_at: Some(app.clock.now()),
         category: None,
@@ -138,32 +164,62 @@ pub fn public_releases(app: &App) -> siar_store::Result<Vec<Release>> {
     let mut cursor = None;
     loop {
         let page = app.store.list(&filter, 500, cursor.as_deref())?;
-        all.extend(page.items);
+        all.extend(page.items.into_iter().map(Arc::new));
         match page.next_cursor {
             Some(c) => cursor = Some(c),
             None => break,
         }
     }
-    all.sort_by_key(|r| (r.published_at.unwrap_or(r.publish_at), r.id));
+    all.sort_by_key(|r| publication_order(r));
     Ok(all)
 }
 
-fn compress(body: &[u8]) -> (Bytes, Bytes) {
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-    let gzip = gz
-        .write_all(body)
-        .and_then(|()| gz.finish())
-        .unwrap_or_default();
+/// `previous` with the releases in `changed` read again from the store.
+fn merge(
+    app: &App,
+    previous: &[Arc<Release>],
+    changed: &[ReleaseId],
+) -> siar_store::Result<Vec<Arc<Release>>> {
+    let ids: std::collections::HashSet<ReleaseId> = changed.iter().copied().collect();
+    let mut list: Vec<Arc<Release>> = previous
+        .iter()
+        .filter(|r| !ids.contains(&r.id))
+        .cloned()
+        .collect();
+    let now = app.clock.now();
+    for id in ids {
+        if let Some(r) = app.store.release(id)? {
+            if r.is_public() && r.publish_at <= now {
+                list.push(Arc::new(r));
+            }
+        }
+    }
+    list.sort_by_key(|r| publication_order(r));
+    Ok(list)
+}
+
+// Compression runs on the first request that wants it, on the thread answering: settings that
+// cost a few milliseconds for a large feed (brotli 11 would cost a hundred times more).
+fn gzip(body: &[u8]) -> Bytes {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    Bytes::from(
+        gz.write_all(body)
+            .and_then(|()| gz.finish())
+            .unwrap_or_default(),
+    )
+}
+
+/// Brotli of `body`; empty only if the encoder failed, and then the answer goes out as gzip.
+fn brotli(body: &[u8]) -> Bytes {
     let mut br = Vec::new();
     let params = brotli::enc::BrotliEncoderParams {
-        quality: 11,
+        quality: 6,
         ..Default::default()
     };
-    let brotli_ok = brotli::BrotliCompress(&mut &body[..], &mut br, &params).is_ok();
-    (
-        Bytes::from(gzip),
-        Bytes::from(if brotli_ok { br } else { Vec::new() }),
-    )
+    match brotli::BrotliCompress(&mut &body[..], &mut br, &params) {
+        Ok(_) => Bytes::from(br),
+        Err(_) => Bytes::new(),
+    }
 }
 
 fn header_value(s: &str) -> HeaderValue {
@@ -178,25 +234,26 @@ fn rendered(
     updated: DateTime<Utc>,
     max_age: u64,
     links: &[(String, &str)],
+    fingerprint: u64,
 ) -> Rendered {
     let identity = Bytes::from(body);
     let digest = Sha256::digest(&identity);
     let tag = hex::encode(&digest[..16]);
-    let (gzip, brotli) = compress(&identity);
     let link: Vec<String> = links
         .iter()
         .map(|(href, rel)| format!("<{href}>; rel=\"{rel}\""))
         .collect();
     Rendered {
         identity,
-        gzip,
-        brotli,
+        gzip: std::sync::OnceLock::new(),
+        brotli: std::sync::OnceLock::new(),
         etags: [
             header_value(&format!("\"{tag}\"")),
             header_value(&format!("\"{tag}-gz\"")),
             header_value(&format!("\"{tag}-br\"")),
         ],
         tag,
+        fingerprint,
         last_modified: updated,
         last_modified_header: header_value(&http_date(updated)),
         content_type: HeaderValue::from_static(format.content_type()),
@@ -205,27 +262,45 @@ fn rendered(
     }
 }
 
+/// The inputs of a document, hashed.
+fn fingerprint(doc: &FeedDoc<'_>, max_age: u64) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (&doc.title, &doc.description, &doc.self_url, &doc.home_url).hash(&mut h);
+    (&doc.prev_archive, &doc.next_archive, &doc.current, max_age).hash(&mut h);
+    for r in doc.releases {
+        (r.id, r.version, r.updated_at, r.status as u8).hash(&mut h);
+    }
+    h.finish()
+}
+
 /// How long complete archive pages may be cached.
 const ARCHIVE_MAX_AGE: u64 = 7 * 24 * 3600;
 
-/// Renders every feed document from the public releases.
-pub fn build(app: &App, releases: &[Release]) -> HashMap<String, Arc<Rendered>> {
+/// Renders every feed document of `releases`, reusing the documents of `previous` whose
+/// inputs did not change.
+pub fn build(
+    app: &App,
+    releases: &[Arc<Release>],
+    previous: &Snapshot,
+) -> HashMap<String, Arc<Rendered>> {
     let ctx = feed_context(app);
     let n = app.config.feeds.items;
     let max_age = app.config.feeds.max_age_secs;
     let mut docs = HashMap::new();
-    let mut by_category: BTreeMap<&Category, Vec<Release>> = BTreeMap::new();
-    for r in releases {
+    let all: Vec<&Release> = releases.iter().map(|r| r.as_ref()).collect();
+    let mut by_category: BTreeMap<&Category, Vec<&Release>> = BTreeMap::new();
+    for r in &all {
         for c in &r.content.categories {
-            by_category.entry(c).or_default().push(r.clone());
+            by_category.entry(c).or_default().push(r);
         }
     }
     let name = &app.config.publisher.short_name;
-    let mut sets: Vec<(String, String, String, &[Release])> = vec![(
+    let mut sets: Vec<(String, String, String, &[&Release])> = vec![(
         "/feeds".to_owned(),
         format!("Siaran Pers {name}"),
         format!("Siaran pers terbaru dari {}", app.config.publisher.name),
-        releases,
+        &all,
     )];
     for (c, rs) in &by_category {
         sets.push((
@@ -238,10 +313,29 @@ pub fn build(app: &App, releases: &[Release]) -> HashMap<String, Arc<Rendered>> 
             rs.as_slice(),
         ));
     }
+    let mut put = |path: String, format: FeedFormat, doc: &FeedDoc<'_>, age: u64| {
+        let fp = fingerprint(doc, age);
+        let reused = previous
+            .docs
+            .get(&path)
+            .filter(|d| d.fingerprint == fp)
+            .cloned();
+        let d = reused.unwrap_or_else(|| {
+            let links = self_and_hub(&ctx, &doc.self_url);
+            Arc::new(rendered(
+                render_as(format, &ctx, doc),
+                format,
+                doc.updated,
+                age,
+                &links,
+                fp,
+            ))
+        });
+        docs.insert(path, d);
+    };
     for (base, title, description, rs) in sets {
         let total = rs.len();
-        let current_len = total.min(n);
-        let archived = total - current_len;
+        let archived = total - total.min(n);
         let pages = archived.div_ceil(n);
         let home = if base == "/feeds" {
             format!("{}/", ctx.public_url)
@@ -257,8 +351,7 @@ pub fn build(app: &App, releases: &[Release]) -> HashMap<String, Arc<Rendered>> 
             let url = |path: &str| format!("{}{path}", ctx.public_url);
             let archive_path = |k: usize| format!("{base}/archive/{k}/{file}");
             // The current document: the newest `n`, newest first.
-            let newest: Vec<Release> = rs[archived..].iter().rev().cloned().collect();
-            let updated = rs.iter().map(|r| r.updated_at).max().unwrap_or_default();
+            let newest: Vec<&Release> = rs[archived..].iter().rev().copied().collect();
             let doc = FeedDoc {
                 title: title.clone(),
                 description: description.clone(),
@@ -268,23 +361,12 @@ pub fn build(app: &App, releases: &[Release]) -> HashMap<String, Arc<Rendered>> 
                 prev_archive: (pages > 0).then(|| url(&archive_path(pages))),
                 next_archive: None,
                 current: None,
-                updated,
+                updated: rs.iter().map(|r| r.updated_at).max().unwrap_or_default(),
             };
-            docs.insert(
-                format!("{base}/{file}"),
-                Arc::new(rendered(
-                    render_as(format, &ctx, &doc),
-                    format,
-                    updated,
-                    max_age,
-                    &self_and_hub(&ctx, &doc.self_url),
-                )),
-            );
+            put(format!("{base}/{file}"), format, &doc, max_age);
             for k in 1..=pages {
-                let start = (k - 1) * n;
-                let end = (k * n).min(archived);
-                let page: Vec<Release> = rs[start..end].iter().rev().cloned().collect();
-                let updated = page.iter().map(|r| r.updated_at).max().unwrap_or_default();
+                let (start, end) = ((k - 1) * n, (k * n).min(archived));
+                let page: Vec<&Release> = rs[start..end].iter().rev().copied().collect();
                 let doc = FeedDoc {
                     title: format!("{title} (arsip {k})"),
                     description: description.clone(),
@@ -294,20 +376,14 @@ pub fn build(app: &App, releases: &[Release]) -> HashMap<String, Arc<Rendered>> 
                     prev_archive: (k > 1).then(|| url(&archive_path(k - 1))),
                     next_archive: (k < pages).then(|| url(&archive_path(k + 1))),
                     current: Some(url(&format!("{base}/{file}"))),
-                    updated,
+                    updated: page.iter().map(|r| r.updated_at).max().unwrap_or_default(),
                 };
-                let full = end - start == n;
-                let age = if full { ARCHIVE_MAX_AGE } else { max_age };
-                docs.insert(
-                    archive_path(k),
-                    Arc::new(rendered(
-                        render_as(format, &ctx, &doc),
-                        format,
-                        updated,
-                        age,
-                        &self_and_hub(&ctx, &doc.self_url),
-                    )),
-                );
+                let age = if end - start == n {
+                    ARCHIVE_MAX_AGE
+                } else {
+                    max_age
+                };
+                put(archive_path(k), format, &doc, age);
             }
         }
     }
@@ -330,19 +406,23 @@ fn render_as(format: FeedFormat, ctx: &FeedContext, doc: &FeedDoc<'_>) -> String
     }
 }
 
-/// Re-renders every feed from the store and swaps the new snapshot in. Returns the paths of
-/// the subscription feeds (not archives) whose bytes changed: the WebSub topics to ping.
-pub fn rebuild(app: &App) -> siar_store::Result<Vec<String>> {
-    let releases = public_releases(app)?;
-    let docs = build(app, &releases);
+/// Brings the snapshot up to date — from scratch (`changed` is `None`), or by reading again
+/// only the releases that changed — and swaps it in. Returns the paths of the subscription
+/// feeds (not archives) whose bytes changed: the WebSub topics to ping.
+pub fn rebuild(app: &App, changed: Option<&[ReleaseId]>) -> siar_store::Result<Vec<String>> {
     let before = app.feeds.snapshot();
-    let mut changed: Vec<String> = docs
+    let releases = match changed {
+        None => public_releases(app)?,
+        Some(ids) => merge(app, &before.releases, ids)?,
+    };
+    let docs = build(app, &releases, &before);
+    let mut topics: Vec<String> = docs
         .iter()
         .filter(|(path, _)| !path.contains("/archive/"))
         .filter(|(path, doc)| before.docs.get(*path).is_none_or(|old| old.tag != doc.tag))
         .map(|(path, _)| path.clone())
         .collect();
-    changed.sort();
+    topics.sort();
     let by_slug = releases
         .iter()
         .enumerate()
@@ -360,11 +440,22 @@ pub fn rebuild(app: &App) -> siar_store::Result<Vec<String>> {
         by_slug,
         categories,
     });
-    Ok(changed)
+    Ok(topics)
 }
 
-/// Rebuilds the feeds whenever something public changed, until `shutdown`. Changes that come
-/// while a rebuild runs are folded into the next one.
+/// Changes are gathered this long before a rebuild, so a burst of publications costs one.
+const DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Under a steady stream of publications, rebuilds start at most this often: a single
+/// publication shows within [`DEBOUNCE`]; a flood of them costs one rebuild every two seconds.
+const MIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Everything is read again from the store this often, whatever the notifications said.
+const FULL_REBUILD: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Keeps the snapshot up to date until `shutdown`: rendered in full at start-up, then again
+/// for every batch of changed releases (and in full every ten minutes, to heal anything a
+/// notification missed, such as a release whose `publish_at` the clock passed).
 pub async fn run(app: Arc<App>, shutdown: tokio_util::sync::CancellationToken) {
     let hub = Some(app.config.feeds.websub_hub.clone()).filter(|h| !h.is_empty());
     let client = reqwest::Client::builder()
@@ -377,15 +468,20 @@ pub async fn run(app: Arc<App>, shutdown: tokio_util::sync::CancellationToken) {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap_or_default();
+    let mut full = true;
+    let mut last_full = tokio::time::Instant::now();
     loop {
+        let started = tokio::time::Instant::now();
+        let changed = app.feeds.take_pending();
         let a = app.clone();
-        match tokio::task::spawn_blocking(move || rebuild(&a)).await {
-            Ok(Ok(changed)) => {
-                tracing::debug!(changed = changed.len(), "Feeds rendered.");
+        let job = move || rebuild(&a, (!full).then_some(changed.as_slice()));
+        match tokio::task::spawn_blocking(job).await {
+            Ok(Ok(topics)) => {
+                tracing::debug!(changed = topics.len(), full, "Feeds rendered.");
                 // At start-up every feed counts as changed: something may have been published
                 // while siar was down, and an extra ping costs the hub one fetch.
                 if let Some(hub) = &hub {
-                    for path in changed {
+                    for path in topics {
                         let topic = format!(
                             "{}{path}",
                             app.config.server.public_url.trim_end_matches('/')
@@ -398,12 +494,14 @@ pub async fn run(app: Arc<App>, shutdown: tokio_util::sync::CancellationToken) {
                                 (n, None) => {
                                     tracing::info!(%topic, attempts = n, "WebSub hub notified.")
                                 }
-                                (n, Some(e)) => {
-                                    tracing::warn!(%topic, attempts = n, error = %e, "WebSub hub never accepted the ping; readers will still see the change when they poll.")
-                                }
+                                (n, Some(e)) => tracing::warn!(%topic, attempts = n, error = %e,
+                                    "WebSub hub never accepted the ping; readers will still see the change when they poll."),
                             }
                         });
                     }
+                }
+                if full {
+                    last_full = tokio::time::Instant::now();
                 }
             }
             Ok(Err(e)) => {
@@ -413,8 +511,17 @@ pub async fn run(app: Arc<App>, shutdown: tokio_util::sync::CancellationToken) {
                 tracing::error!(error = %e, "The feed renderer failed; serving the previous feeds.")
             }
         }
+        let next_full = last_full + FULL_REBUILD;
         tokio::select! {
-            _ = app.public_changed.notified() => {}
+            _ = app.feeds.changed.notified() => {
+                full = false;
+                let wake = (tokio::time::Instant::now() + DEBOUNCE).max(started + MIN_INTERVAL);
+                tokio::select! {
+                    _ = tokio::time::sleep_until(wake) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+            _ = tokio::time::sleep_until(next_full) => full = true,
             _ = shutdown.cancelled() => return,
         }
     }
@@ -458,14 +565,13 @@ fn matches_etag(doc: &Rendered, inm: &HeaderValue) -> bool {
 
 /// Serves one rendered document with validators, compression and `304`s.
 pub fn respond(doc: &Rendered, headers: &HeaderMap) -> Response {
-    let enc = headers.get(header::ACCEPT_ENCODING).map(|_| ());
-    let (body, coding, etag) = if enc.is_some() && accepts(headers, "br") && !doc.brotli.is_empty()
-    {
-        (&doc.brotli, Some("br"), &doc.etags[2])
-    } else if enc.is_some() && accepts(headers, "gzip") && !doc.gzip.is_empty() {
-        (&doc.gzip, Some("gzip"), &doc.etags[1])
+    let enc = headers.contains_key(header::ACCEPT_ENCODING);
+    let (coding, etag) = if enc && accepts(headers, "br") {
+        (Some("br"), &doc.etags[2])
+    } else if enc && accepts(headers, "gzip") {
+        (Some("gzip"), &doc.etags[1])
     } else {
-        (&doc.identity, None, &doc.etags[0])
+        (None, &doc.etags[0])
     };
     let not_modified = match headers.get(header::IF_NONE_MATCH) {
         Some(inm) => matches_etag(doc, inm),
@@ -493,7 +599,17 @@ pub fn respond(doc: &Rendered, headers: &HeaderMap) -> Response {
     if let Some(c) = coding {
         h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(c));
     }
-    *resp.body_mut() = Body::from(body.clone());
+    let mut body = match coding {
+        Some("br") => doc.brotli.get_or_init(|| brotli(&doc.identity)).clone(),
+        Some(_) => doc.gzip.get_or_init(|| gzip(&doc.identity)).clone(),
+        None => doc.identity.clone(),
+    };
+    if body.is_empty() && !doc.identity.is_empty() {
+        body = doc.gzip.get_or_init(|| gzip(&doc.identity)).clone();
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        h.insert(header::ETAG, doc.etags[1].clone());
+    }
+    *resp.body_mut() = Body::from(body);
     resp
 }
 

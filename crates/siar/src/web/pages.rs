@@ -157,6 +157,7 @@ fn newest(snap: &Snapshot, filter: impl Fn(&Release) -> bool) -> Vec<&Release> {
     snap.releases
         .iter()
         .rev()
+        .map(|r| r.as_ref())
         .filter(|r| filter(r))
         .take(LISTED)
         .collect()
