@@ -11,7 +11,8 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use tokio::sync::oneshot;
 
-type Waiter = oneshot::Sender<Result<(), String>>;
+/// Told the outcome of the first sync that started after it registered.
+type Waiter = Box<dyn FnOnce(Result<(), String>) + Send>;
 
 #[derive(Default)]
 struct Queue {
@@ -45,7 +46,7 @@ impl Flusher {
                 };
                 let result = db.flush().map(drop).map_err(|e| e.to_string());
                 for w in batch {
-                    let _ = w.send(result.clone());
+                    w(result.clone());
                 }
             })?;
         Ok(Self {
@@ -57,14 +58,25 @@ impl Flusher {
     /// Resolves once every write made before the call is on disk.
     pub(crate) async fn flush(&self) -> Result<(), String> {
         let (tx, rx) = oneshot::channel();
-        {
-            let (lock, cv) = &*self.queue;
-            let mut guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-            guard.waiters.push(tx);
-            cv.notify_one();
-        }
+        self.then(Box::new(move |r| {
+            let _ = tx.send(r);
+        }));
         rx.await
             .unwrap_or_else(|_| Err("the flusher thread stopped".into()))
+    }
+
+    /// Calls `done`, on the flusher thread, once every write made before this call is on
+    /// disk (or the sync failed). Returns at once.
+    pub(crate) fn then(&self, done: Waiter) {
+        let (lock, cv) = &*self.queue;
+        let mut guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.closed {
+            drop(guard);
+            done(Err("the flusher thread stopped".into()));
+            return;
+        }
+        guard.waiters.push(done);
+        cv.notify_one();
     }
 }
 

@@ -3,13 +3,14 @@
 //! - [`Store`] opens the database and is the one handle everything goes through.
 //! - `releases` (methods on [`Store`]): ingest with idempotency, corrections, retractions,
 //!   publishing what came due, and the reads (by id, slug, version, publish time, category).
-//! - [`outbox`]: the durable queue of deliveries — enqueued in the same transaction that
+//! - [`outbox`]: the durable queue of deliveries — enqueued in the same atomic step that
 //!   publishes, corrects or retracts a release; claimed with leases; settled by the holder.
-//! - the audit log: every change records who did it, in the same transaction as the change.
+//! - the audit log: every change records who did it, in the same atomic step as the change.
 //! - [`MediaStore`]: uploaded photos and audio, content-addressed files beside the database.
 //!
-//! Writes are atomic (one sled transaction per domain step) but not yet durable when a method
-//! returns: call [`Store::flush`] before acknowledging anything to the outside world. The API
+//! Each domain step is atomic: a sled transaction, or for ingest (the busiest step) a staged
+//! write with an undo record, which does not wait for disk syncs in progress (see `staged`).
+//! Writes are not yet durable when a method returns: call [`Store::flush`] before acknowledging anything to the outside world. The API
 //! speaks in releases, deliveries and leases, never in sled types, so the store can move to
 //! another engine (DESIGN §7) without touching its callers.
 //!
@@ -28,6 +29,7 @@ mod media;
 pub mod outbox;
 mod record;
 mod releases;
+mod staged;
 mod tx;
 
 use std::path::Path;
@@ -80,6 +82,8 @@ pub struct Store {
     outbox: sled::Tree,
     /// Audit entries keyed by time (ms) and a sequence number, so in order.
     audit: sled::Tree,
+    /// Undo records of staged writes in progress (see `staged`).
+    intents: sled::Tree,
     /// Serialises the steps that read a release's deliveries outside their transaction
     /// (publish, correct, retract), so two of them cannot plan from the same stale list.
     writer: std::sync::Arc<std::sync::Mutex<()>>,
@@ -102,11 +106,12 @@ impl Store {
             db.open_tree(name)
                 .map_err(StoreError::storage("opening a tree"))
         };
-        Ok(Self {
+        let store = Self {
             releases: tree("releases")?,
             docs: tree("docs")?,
             outbox: tree("outbox")?,
             audit: tree("audit")?,
+            intents: tree("intents")?,
             writer: Default::default(),
             flusher: std::sync::Arc::new(flusher::Flusher::start(db.clone()).map_err(|e| {
                 StoreError::Storage {
@@ -115,7 +120,15 @@ impl Store {
                 }
             })?),
             db,
-        })
+        };
+        let undone = store.roll_back_unfinished()?;
+        if undone > 0 {
+            tracing::warn!(
+                steps = undone,
+                "Rolled back writes a crash interrupted before they were flushed (none had been acknowledged)."
+            );
+        }
+        Ok(store)
     }
 
     /// Makes every write so far durable: after this returns, they survive `kill -9` and power
@@ -128,6 +141,18 @@ impl Store {
                 op: "flushing to disk",
                 message,
             })
+    }
+
+    /// Calls `done` (on the flusher thread; keep it short) once every write made before this
+    /// call is durable, or with the error if the sync failed. Returns at once: a writer can
+    /// go on to its next step while this one is being synced.
+    pub fn after_flush(&self, done: impl FnOnce(Result<()>) + Send + 'static) {
+        self.flusher.then(Box::new(move |r| {
+            done(r.map_err(|message| StoreError::Storage {
+                op: "flushing to disk",
+                message,
+            }))
+        }));
     }
 
     /// [`Store::flush`] for synchronous callers.

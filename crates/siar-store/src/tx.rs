@@ -1,11 +1,12 @@
-//! Typed access to the three trees inside one sled transaction.
+//! Typed access to the trees inside one atomic step: a sled transaction, or a staged write
+//! (see [`crate::staged`]).
 
 use siar_model::{AuditEntry, Delivery, DeliveryStatus, Release, Version};
 use sled::transaction::{
     ConflictableTransactionError, ConflictableTransactionResult, TransactionError,
     TransactionalTree,
 };
-use sled::Transactional;
+use sled::{IVec, Transactional};
 
 use crate::record::{missing_version, Head, HeadRef};
 use crate::{decode, encode, keys, Store, StoreError};
@@ -17,10 +18,48 @@ pub(crate) fn abort<T>(e: StoreError) -> TxResult<T> {
 }
 
 pub(crate) struct Tx<'a> {
-    pub rel: &'a TransactionalTree,
-    pub docs: &'a TransactionalTree,
-    pub out: &'a TransactionalTree,
-    pub audit: &'a TransactionalTree,
+    pub rel: View<'a>,
+    pub docs: View<'a>,
+    pub out: View<'a>,
+    pub audit: View<'a>,
+}
+
+/// One tree as an atomic step sees it.
+pub(crate) enum View<'a> {
+    /// Inside a sled transaction.
+    Tx(&'a TransactionalTree),
+    /// Writes gathered in memory, to be applied together (reads see them).
+    Staged(&'a crate::staged::Stage),
+}
+
+impl View<'_> {
+    pub fn get<K: AsRef<[u8]>>(&self, key: K) -> TxResult<Option<IVec>> {
+        match self {
+            View::Tx(t) => Ok(t.get(key)?),
+            View::Staged(s) => s.get(key.as_ref()),
+        }
+    }
+
+    pub fn insert<K, V>(&self, key: K, value: V) -> TxResult<Option<IVec>>
+    where
+        K: AsRef<[u8]> + Into<IVec>,
+        V: Into<IVec>,
+    {
+        match self {
+            View::Tx(t) => Ok(t.insert(key, value)?),
+            View::Staged(s) => s.put(key.into(), Some(value.into())),
+        }
+    }
+
+    pub fn remove<K>(&self, key: K) -> TxResult<Option<IVec>>
+    where
+        K: AsRef<[u8]> + Into<IVec>,
+    {
+        match self {
+            View::Tx(t) => Ok(t.remove(key)?),
+            View::Staged(s) => s.put(key.into(), None),
+        }
+    }
 }
 
 impl Store {
@@ -34,10 +73,10 @@ impl Store {
         (&self.releases, &self.docs, &self.outbox, &self.audit)
             .transaction(|(rel, docs, out, audit)| {
                 f(&Tx {
-                    rel,
-                    docs,
-                    out,
-                    audit,
+                    rel: View::Tx(rel),
+                    docs: View::Tx(docs),
+                    out: View::Tx(out),
+                    audit: View::Tx(audit),
                 })
             })
             .map_err(|e| match e {

@@ -137,7 +137,7 @@ impl App {
             if r.status == Status::Scheduled {
                 self.schedule_changed.notify_one();
             } else {
-                self.feeds.release_changed(r.id);
+                self.feeds.release_changed(r);
             }
         } else {
             info!(release = %r.id, source = %actor, "Already known; returned the existing release.");
@@ -177,7 +177,7 @@ impl App {
         if out.created {
             info!(release = %id, version = out.release.version, deliveries = out.deliveries,
                   source = %actor, "Corrected.");
-            self.feeds.release_changed(id);
+            self.feeds.release_changed(&out.release);
         }
         Ok(out)
     }
@@ -194,7 +194,7 @@ impl App {
             .retract(id, reason, actor, self.clock.now(), self.router.as_ref())?;
         self.store.flush().await?;
         info!(release = %id, actor, "Retracted.");
-        self.feeds.release_changed(id);
+        self.feeds.release_changed(&r);
         Ok(r)
     }
 

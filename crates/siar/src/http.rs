@@ -23,12 +23,27 @@ use crate::app::App;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio_util::sync::CancellationToken;
 
-/// Binds `addr` with `SO_REUSEPORT`, so more sockets can join it (see [`serve`]).
-pub fn bind(addr: &str) -> std::io::Result<std::net::TcpListener> {
+/// Binds `addr` `shards` times with `SO_REUSEPORT` (port 0: the port the first socket got),
+/// one socket per HTTP thread (see [`serve`]). All are listening when this returns, so the
+/// kernel spreads even the first connections over every thread. If the address cannot be
+/// shared, fewer sockets serve it.
+pub fn bind(addr: &str, shards: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
     let addr: SocketAddr = addr.parse().map_err(|e| {
         std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("`{addr}`: {e}"))
     })?;
-    bind_addr(addr)
+    let first = bind_addr(addr)?;
+    let addr = first.local_addr()?;
+    let mut listeners = vec![first];
+    for _ in 1..shards {
+        match bind_addr(addr) {
+            Ok(l) => listeners.push(l),
+            Err(e) => {
+                tracing::warn!(%addr, error = %e, "Cannot share the listening address; serving HTTP on fewer threads.");
+                break;
+            }
+        }
+    }
+    Ok(listeners)
 }
 
 fn bind_addr(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
@@ -59,31 +74,18 @@ const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// How long requests in flight get to finish once `stop` is cancelled.
 const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Serves `router` on `first` and on `shards - 1` more sockets bound to the same address,
-/// each on its own thread, until `stop` is cancelled; then each finishes its requests in
-/// flight. If the address cannot be shared (the listener was bound without `SO_REUSEPORT`),
-/// one shard serves alone. `app` gives the feed short path its documents.
+/// Serves `router` on each of `listeners` (from [`bind`]), each on its own thread with its
+/// own single-threaded runtime, until `stop` is cancelled; then each finishes its requests in
+/// flight. `app` gives the feed short path its documents.
 pub fn serve(
     app: Arc<App>,
     router: Router,
-    first: std::net::TcpListener,
-    shards: usize,
+    listeners: Vec<std::net::TcpListener>,
     stop: CancellationToken,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
-    let addr = first.local_addr()?;
-    first.set_nonblocking(true)?;
-    let mut listeners = vec![first];
-    for _ in 1..shards {
-        match bind_addr(addr) {
-            Ok(l) => listeners.push(l),
-            Err(e) => {
-                tracing::warn!(%addr, error = %e, "Cannot share the listening address; serving HTTP on fewer threads.");
-                break;
-            }
-        }
-    }
     let mut handles = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
+        listener.set_nonblocking(true)?;
         let (app, router, stop) = (app.clone(), router.clone(), stop.clone());
         let handle = std::thread::Builder::new()
             .name(format!("siar-http-{i}"))

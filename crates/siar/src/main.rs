@@ -152,9 +152,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             config.store.path.display()
         )
     })?;
-    let listener = siar::http::bind(&config.server.listen)
-        .with_context(|| format!("listening on {} (server.listen)", config.server.listen))?;
-    let addr = listener
+    let listeners = siar::http::bind(
+        &config.server.listen,
+        siar::http::shards(config.server.threads),
+    )
+    .with_context(|| format!("listening on {} (server.listen)", config.server.listen))?;
+    let addr = listeners
+        .first()
+        .context("no listening socket")?
         .local_addr()
         .context("reading the listening address")?;
     tracing::info!(%addr, store = %config.store.path.display(), "siar is running.");
@@ -163,7 +168,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     siar::serve(
         config,
         store,
-        listener,
+        listeners,
         Arc::new(siar::clock::SystemClock),
         shutdown_signal(),
     )

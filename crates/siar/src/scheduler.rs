@@ -37,7 +37,7 @@ pub async fn run_publisher(app: Arc<App>, shutdown: CancellationToken) {
                         error!(error = %e, "Could not flush after publishing.");
                     }
                     for r in &published {
-                        app.feeds.release_changed(r.id);
+                        app.feeds.release_changed(r);
                     }
                 }
             }

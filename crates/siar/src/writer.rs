@@ -1,9 +1,10 @@
 //! Group commit for ingest: one thread takes every release waiting to be stored, writes them
 //! in one atomic step, makes them durable with one disk sync, and answers each caller.
 //!
-//! sled serialises atomic steps against disk syncs, so one step and one sync for a whole
-//! group costs far less than one each; under concurrent load a group forms by itself while
-//! the previous one syncs. A caller's answer comes only after its release is on disk.
+//! The step is a staged write (see `siar_store`'s `staged` module), which does not wait for a
+//! disk sync in progress: while one group syncs, the next is stored, and one sync covers every
+//! group stored before it began. Under concurrent load a group forms by itself while the
+//! previous one is stored. A caller's answer comes only after its release is on disk.
 
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -17,9 +18,11 @@ use crate::routing::ConfigRouter;
 /// The most releases stored in one step.
 const MAX_GROUP: usize = 64;
 
+type Reply = oneshot::Sender<Result<Ingested, StoreError>>;
+
 struct Job {
     new: PreparedRelease,
-    reply: oneshot::Sender<Result<Ingested, StoreError>>,
+    reply: Reply,
 }
 
 /// A handle to the writer thread; the thread ends when the last handle is dropped.
@@ -53,25 +56,31 @@ impl IngestWriter {
                     let n = items.len();
                     let t0 = std::time::Instant::now();
                     let result = store.ingest_prepared(items, c.now(), r.as_ref());
-                    let t1 = std::time::Instant::now();
-                    let result = result.and_then(|out| store.flush_blocking().map(|()| out));
-                    tracing::debug!(
-                        releases = n,
-                        commit_us = (t1 - t0).as_micros(),
-                        flush_us = t1.elapsed().as_micros(),
-                        "Stored a group of releases."
-                    );
+                    let commit_us = t0.elapsed().as_micros();
+                    let fail = |replies: Vec<Reply>, e: StoreError| {
+                        for reply in replies {
+                            let _ = reply.send(Err(e.clone()));
+                        }
+                    };
                     match result {
-                        Ok(out) => {
-                            for (reply, r) in replies.into_iter().zip(out) {
-                                let _ = reply.send(Ok(r));
+                        // Answered once on disk; meanwhile the next group is stored.
+                        Ok(out) => store.after_flush(move |synced| {
+                            tracing::debug!(
+                                releases = n,
+                                commit_us,
+                                total_us = t0.elapsed().as_micros(),
+                                "Stored a group of releases."
+                            );
+                            match synced {
+                                Ok(()) => {
+                                    for (reply, r) in replies.into_iter().zip(out) {
+                                        let _ = reply.send(Ok(r));
+                                    }
+                                }
+                                Err(e) => fail(replies, e),
                             }
-                        }
-                        Err(e) => {
-                            for reply in replies {
-                                let _ = reply.send(Err(e.clone()));
-                            }
-                        }
+                        }),
+                        Err(e) => fail(replies, e),
                     }
                 }
             })?;

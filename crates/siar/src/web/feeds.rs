@@ -2,7 +2,9 @@
 //!
 //! Every feed document (the main feed and one per category, in RSS, Atom and JSON Feed, plus
 //! their RFC 5005 archives) is rendered once per change — a publication, correction,
-//! retraction — compressed (gzip, brotli) and hashed, and kept in memory. A request only picks
+//! retraction — hashed, and kept in memory; the current feeds when the change is taken in,
+//! archive pages (which few readers fetch) on their first request. Each representation is
+//! compressed (gzip, brotli) the first time a reader asks for it. A request then only picks
 //! the bytes, so polling readers cost almost nothing: conditional requests get `304`.
 //!
 //! Archives: the public releases in order of publication; the current feed holds the newest
@@ -65,9 +67,6 @@ pub struct Rendered {
     brotli: std::sync::OnceLock<Bytes>,
     /// Hex of the SHA-256 of `identity`, shortened; the strong ETags are built from it.
     tag: String,
-    /// What the document was rendered from (its releases' ids and versions, its links): a
-    /// document whose inputs did not change is reused, not rendered again.
-    fingerprint: u64,
     last_modified: DateTime<Utc>,
     /// Strong ETags of the identity, gzip and brotli representations.
     etags: [HeaderValue; 3],
@@ -78,12 +77,101 @@ pub struct Rendered {
     link: Option<HeaderValue>,
 }
 
+/// One feed document of a snapshot: the current feeds are rendered when the snapshot is
+/// built; archive pages, which most readers never fetch, on their first request. Either way
+/// a document is rendered once and then served from memory, and carried over to the next
+/// snapshot while its inputs stay the same.
+pub struct Doc {
+    /// What the document is rendered from (its releases' ids and versions, its links): a
+    /// document whose inputs did not change is reused, not rendered again.
+    fingerprint: u64,
+    recipe: Recipe,
+    rendered: std::sync::OnceLock<Arc<Rendered>>,
+}
+
+/// Everything needed to render a [`Doc`].
+struct Recipe {
+    format: FeedFormat,
+    ctx: Arc<FeedContext>,
+    title: String,
+    description: String,
+    self_url: String,
+    home_url: String,
+    /// Newest first.
+    releases: Vec<Arc<Release>>,
+    prev_archive: Option<String>,
+    next_archive: Option<String>,
+    current: Option<String>,
+    max_age: u64,
+}
+
+impl Recipe {
+    /// The inputs, hashed.
+    fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (
+            &self.title,
+            &self.description,
+            &self.self_url,
+            &self.home_url,
+        )
+            .hash(&mut h);
+        (&self.prev_archive, &self.next_archive, &self.current).hash(&mut h);
+        (self.max_age, self.format as u8).hash(&mut h);
+        for r in &self.releases {
+            (r.id, r.version, r.updated_at, r.status as u8).hash(&mut h);
+        }
+        h.finish()
+    }
+
+    fn render(&self) -> Rendered {
+        let releases: Vec<&Release> = self.releases.iter().map(AsRef::as_ref).collect();
+        let updated = releases
+            .iter()
+            .map(|r| r.updated_at)
+            .max()
+            .unwrap_or_default();
+        let doc = FeedDoc {
+            title: self.title.clone(),
+            description: self.description.clone(),
+            self_url: self.self_url.clone(),
+            home_url: self.home_url.clone(),
+            releases: &releases,
+            prev_archive: self.prev_archive.clone(),
+            next_archive: self.next_archive.clone(),
+            current: self.current.clone(),
+            updated,
+        };
+        let links = self_and_hub(&self.ctx, &self.self_url);
+        rendered(
+            render_as(self.format, &self.ctx, &doc),
+            self.format,
+            updated,
+            self.max_age,
+            &links,
+        )
+    }
+}
+
+impl Doc {
+    /// The rendered document, rendering it now if this is the first time it is asked for.
+    pub fn rendered(&self) -> &Arc<Rendered> {
+        self.rendered.get_or_init(|| Arc::new(self.recipe.render()))
+    }
+
+    /// The rendered document if it has been rendered.
+    fn if_rendered(&self) -> Option<&Arc<Rendered>> {
+        self.rendered.get()
+    }
+}
+
 /// What the public sees at one moment: every feed document by path (`/feeds/rss.xml`,
 /// `/feeds/pemilu/atom.xml`, `/feeds/archive/1/feed.json`…) and the public releases the pages
 /// are drawn from. Feeds and pages come from the same snapshot, so they always agree.
 #[derive(Default)]
 pub struct Snapshot {
-    pub docs: HashMap<String, Arc<Rendered>>,
+    pub docs: HashMap<String, Arc<Doc>>,
     /// Public releases, oldest published first.
     pub releases: Vec<Arc<Release>>,
     /// Index into `releases` by slug.
@@ -97,8 +185,8 @@ pub struct Snapshot {
 #[derive(Default)]
 pub struct FeedCache {
     current: arc_swap::ArcSwap<Snapshot>,
-    /// Releases changed since the last rebuild (published, corrected, retracted).
-    pending: std::sync::Mutex<Vec<ReleaseId>>,
+    /// Releases changed since the last rebuild (published, corrected, retracted), as stored.
+    pending: std::sync::Mutex<Vec<Arc<Release>>>,
     /// Wakes the renderer when `pending` gains an id.
     changed: tokio::sync::Notify,
 }
@@ -109,7 +197,7 @@ impl FeedCache {
     }
 
     pub fn get(&self, path: &str) -> Option<Arc<Rendered>> {
-        self.snapshot().docs.get(path).cloned()
+        self.snapshot().docs.get(path).map(|d| d.rendered().clone())
     }
 
     /// Every feed path currently served, sorted.
@@ -119,16 +207,17 @@ impl FeedCache {
         v
     }
 
-    /// Tells the renderer that what the public sees of `id` may have changed.
-    pub fn release_changed(&self, id: ReleaseId) {
+    /// Tells the renderer that what the public sees of `release` may have changed; `release`
+    /// is the state just stored, so the renderer need not read it back.
+    pub fn release_changed(&self, release: &Release) {
         self.pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(id);
+            .push(Arc::new(release.clone()));
         self.changed.notify_one();
     }
 
-    fn take_pending(&self) -> Vec<ReleaseId> {
+    fn take_pending(&self) -> Vec<Arc<Release>> {
         std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
@@ -174,28 +263,32 @@ pub fn public_releases(app: &App) -> siar_store::Result<Vec<Arc<Release>>> {
     Ok(all)
 }
 
-/// `previous` with the releases in `changed` read again from the store.
-fn merge(
-    app: &App,
-    previous: &[Arc<Release>],
-    changed: &[ReleaseId],
-) -> siar_store::Result<Vec<Arc<Release>>> {
-    let ids: std::collections::HashSet<ReleaseId> = changed.iter().copied().collect();
+/// `previous` with the releases in `changed` in their new state. Of two states of one
+/// release (two writers can notify out of order), the later one wins.
+fn merge(app: &App, previous: &[Arc<Release>], changed: &[Arc<Release>]) -> Vec<Arc<Release>> {
+    let mut latest: HashMap<ReleaseId, &Arc<Release>> = HashMap::with_capacity(changed.len());
+    for r in changed {
+        let newer = latest
+            .get(&r.id)
+            .is_none_or(|old| (r.version, r.updated_at) >= (old.version, old.updated_at));
+        if newer {
+            latest.insert(r.id, r);
+        }
+    }
     let mut list: Vec<Arc<Release>> = previous
         .iter()
-        .filter(|r| !ids.contains(&r.id))
+        .filter(|r| !latest.contains_key(&r.id))
         .cloned()
         .collect();
     let now = app.clock.now();
-    for id in ids {
-        if let Some(r) = app.store.release(id)? {
-            if r.is_public() && r.publish_at <= now {
-                list.push(Arc::new(r));
-            }
-        }
-    }
+    list.extend(
+        latest
+            .into_values()
+            .filter(|r| r.is_public() && r.publish_at <= now)
+            .cloned(),
+    );
     list.sort_by_key(|r| publication_order(r));
-    Ok(list)
+    list
 }
 
 // Compression runs on the first request that wants it, on the thread answering: settings that
@@ -234,7 +327,6 @@ fn rendered(
     updated: DateTime<Utc>,
     max_age: u64,
     links: &[(String, &str)],
-    fingerprint: u64,
 ) -> Rendered {
     let identity = Bytes::from(body);
     let digest = Sha256::digest(&identity);
@@ -253,7 +345,6 @@ fn rendered(
             header_value(&format!("\"{tag}-br\"")),
         ],
         tag,
-        fingerprint,
         last_modified: updated,
         last_modified_header: header_value(&http_date(updated)),
         content_type: HeaderValue::from_static(format.content_type()),
@@ -262,45 +353,32 @@ fn rendered(
     }
 }
 
-/// The inputs of a document, hashed.
-fn fingerprint(doc: &FeedDoc<'_>, max_age: u64) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (&doc.title, &doc.description, &doc.self_url, &doc.home_url).hash(&mut h);
-    (&doc.prev_archive, &doc.next_archive, &doc.current, max_age).hash(&mut h);
-    for r in doc.releases {
-        (r.id, r.version, r.updated_at, r.status as u8).hash(&mut h);
-    }
-    h.finish()
-}
-
 /// How long complete archive pages may be cached.
 const ARCHIVE_MAX_AGE: u64 = 7 * 24 * 3600;
 
-/// Renders every feed document of `releases`, reusing the documents of `previous` whose
-/// inputs did not change.
+/// Every feed document of `releases`, reusing the documents of `previous` whose inputs did
+/// not change. The current feeds are rendered here; archive pages when first asked for.
 pub fn build(
     app: &App,
     releases: &[Arc<Release>],
     previous: &Snapshot,
-) -> HashMap<String, Arc<Rendered>> {
-    let ctx = feed_context(app);
-    let n = app.config.feeds.items;
+) -> HashMap<String, Arc<Doc>> {
+    let ctx = Arc::new(feed_context(app));
+    let n = app.config.feeds.items.max(1);
     let max_age = app.config.feeds.max_age_secs;
     let mut docs = HashMap::new();
-    let all: Vec<&Release> = releases.iter().map(|r| r.as_ref()).collect();
-    let mut by_category: BTreeMap<&Category, Vec<&Release>> = BTreeMap::new();
-    for r in &all {
+    let mut by_category: BTreeMap<&Category, Vec<Arc<Release>>> = BTreeMap::new();
+    for r in releases {
         for c in &r.content.categories {
-            by_category.entry(c).or_default().push(r);
+            by_category.entry(c).or_default().push(r.clone());
         }
     }
     let name = &app.config.publisher.short_name;
-    let mut sets: Vec<(String, String, String, &[&Release])> = vec![(
+    let mut sets: Vec<(String, String, String, &[Arc<Release>])> = vec![(
         "/feeds".to_owned(),
         format!("Siaran Pers {name}"),
         format!("Siaran pers terbaru dari {}", app.config.publisher.name),
-        &all,
+        releases,
     )];
     for (c, rs) in &by_category {
         sets.push((
@@ -313,25 +391,20 @@ pub fn build(
             rs.as_slice(),
         ));
     }
-    let mut put = |path: String, format: FeedFormat, doc: &FeedDoc<'_>, age: u64| {
-        let fp = fingerprint(doc, age);
-        let reused = previous
-            .docs
-            .get(&path)
-            .filter(|d| d.fingerprint == fp)
-            .cloned();
-        let d = reused.unwrap_or_else(|| {
-            let links = self_and_hub(&ctx, &doc.self_url);
-            Arc::new(rendered(
-                render_as(format, &ctx, doc),
-                format,
-                doc.updated,
-                age,
-                &links,
-                fp,
-            ))
-        });
-        docs.insert(path, d);
+    let mut put = |path: String, recipe: Recipe, eager: bool| {
+        let fingerprint = recipe.fingerprint();
+        let doc = match previous.docs.get(&path) {
+            Some(d) if d.fingerprint == fingerprint => d.clone(),
+            _ => Arc::new(Doc {
+                fingerprint,
+                recipe,
+                rendered: std::sync::OnceLock::new(),
+            }),
+        };
+        if eager {
+            doc.rendered();
+        }
+        docs.insert(path, doc);
     };
     for (base, title, description, rs) in sets {
         let total = rs.len();
@@ -351,39 +424,40 @@ pub fn build(
             let url = |path: &str| format!("{}{path}", ctx.public_url);
             let archive_path = |k: usize| format!("{base}/archive/{k}/{file}");
             // The current document: the newest `n`, newest first.
-            let newest: Vec<&Release> = rs[archived..].iter().rev().copied().collect();
-            let doc = FeedDoc {
+            let recipe = Recipe {
+                format,
+                ctx: ctx.clone(),
                 title: title.clone(),
                 description: description.clone(),
                 self_url: url(&format!("{base}/{file}")),
                 home_url: home.clone(),
-                releases: &newest,
+                releases: rs[archived..].iter().rev().cloned().collect(),
                 prev_archive: (pages > 0).then(|| url(&archive_path(pages))),
                 next_archive: None,
                 current: None,
-                updated: rs.iter().map(|r| r.updated_at).max().unwrap_or_default(),
+                max_age,
             };
-            put(format!("{base}/{file}"), format, &doc, max_age);
+            put(format!("{base}/{file}"), recipe, true);
             for k in 1..=pages {
                 let (start, end) = ((k - 1) * n, (k * n).min(archived));
-                let page: Vec<&Release> = rs[start..end].iter().rev().copied().collect();
-                let doc = FeedDoc {
+                let recipe = Recipe {
+                    format,
+                    ctx: ctx.clone(),
                     title: format!("{title} (arsip {k})"),
                     description: description.clone(),
                     self_url: url(&archive_path(k)),
                     home_url: home.clone(),
-                    releases: &page,
+                    releases: rs[start..end].iter().rev().cloned().collect(),
                     prev_archive: (k > 1).then(|| url(&archive_path(k - 1))),
                     next_archive: (k < pages).then(|| url(&archive_path(k + 1))),
                     current: Some(url(&format!("{base}/{file}"))),
-                    updated: page.iter().map(|r| r.updated_at).max().unwrap_or_default(),
+                    max_age: if end - start == n {
+                        ARCHIVE_MAX_AGE
+                    } else {
+                        max_age
+                    },
                 };
-                let age = if end - start == n {
-                    ARCHIVE_MAX_AGE
-                } else {
-                    max_age
-                };
-                put(archive_path(k), format, &doc, age);
+                put(archive_path(k), recipe, false);
             }
         }
     }
@@ -406,20 +480,26 @@ fn render_as(format: FeedFormat, ctx: &FeedContext, doc: &FeedDoc<'_>) -> String
     }
 }
 
-/// Brings the snapshot up to date — from scratch (`changed` is `None`), or by reading again
-/// only the releases that changed — and swaps it in. Returns the paths of the subscription
+/// Brings the snapshot up to date — from scratch (`changed` is `None`), or by taking in the
+/// releases that changed — and swaps it in. Returns the paths of the subscription
 /// feeds (not archives) whose bytes changed: the WebSub topics to ping.
-pub fn rebuild(app: &App, changed: Option<&[ReleaseId]>) -> siar_store::Result<Vec<String>> {
+pub fn rebuild(app: &App, changed: Option<&[Arc<Release>]>) -> siar_store::Result<Vec<String>> {
     let before = app.feeds.snapshot();
     let releases = match changed {
         None => public_releases(app)?,
-        Some(ids) => merge(app, &before.releases, ids)?,
+        Some(changed) => merge(app, &before.releases, changed),
     };
     let docs = build(app, &releases, &before);
     let mut topics: Vec<String> = docs
         .iter()
         .filter(|(path, _)| !path.contains("/archive/"))
-        .filter(|(path, doc)| before.docs.get(*path).is_none_or(|old| old.tag != doc.tag))
+        .filter(|(path, doc)| {
+            before
+                .docs
+                .get(*path)
+                .and_then(|old| old.if_rendered())
+                .is_none_or(|old| old.tag != doc.rendered().tag)
+        })
         .map(|(path, _)| path.clone())
         .collect();
     topics.sort();
@@ -477,7 +557,12 @@ pub async fn run(app: Arc<App>, shutdown: tokio_util::sync::CancellationToken) {
         let job = move || rebuild(&a, (!full).then_some(changed.as_slice()));
         match tokio::task::spawn_blocking(job).await {
             Ok(Ok(topics)) => {
-                tracing::debug!(changed = topics.len(), full, "Feeds rendered.");
+                tracing::debug!(
+                    changed = topics.len(),
+                    full,
+                    ms = started.elapsed().as_millis(),
+                    "Feeds rendered."
+                );
                 // At start-up every feed counts as changed: something may have been published
                 // while siar was down, and an extra ping costs the hub one fetch.
                 if let Some(hub) = &hub {
@@ -626,7 +711,7 @@ pub fn answer<B>(app: &App, req: &axum::http::Request<B>) -> Option<Response> {
     }
     let snap = app.feeds.current.load();
     let mut resp = match snap.docs.get(path) {
-        Some(doc) => respond(doc, req.headers()),
+        Some(doc) => respond(doc.rendered(), req.headers()),
         None => (StatusCode::NOT_FOUND, "Feed tidak ditemukan.\n").into_response(),
     };
     if method == axum::http::Method::HEAD {
@@ -645,7 +730,7 @@ pub fn answer<B>(app: &App, req: &axum::http::Request<B>) -> Option<Response> {
 pub async fn serve(State(app): State<Arc<App>>, req: Request) -> Response {
     let snap = app.feeds.current.load();
     match snap.docs.get(req.uri().path()) {
-        Some(doc) => respond(doc, req.headers()),
+        Some(doc) => respond(doc.rendered(), req.headers()),
         None => (StatusCode::NOT_FOUND, "Feed tidak ditemukan.\n").into_response(),
     }
 }
