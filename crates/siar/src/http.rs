@@ -1,8 +1,10 @@
-//! HTTP serving, sharded the way nginx does it: one single-threaded runtime per core, each
-//! accepting on its own `SO_REUSEPORT` socket bound to the same address. The kernel spreads
-//! connections over the sockets, and a request is read, answered and written by one thread
-//! without waking another — which is what a feed server answering thousands of polls from
-//! memory spends its time on. Background work (scheduler, writer, renderers) runs elsewhere.
+//! HTTP serving, sharded the way nginx does it: one single-threaded runtime per core. One
+//! acceptor hands each new connection to the shard with the fewest open connections, and from
+//! then on a request is read, answered and written by that one thread without waking another
+//! — which is what a feed server answering thousands of polls from memory spends its time on.
+//! (The kernel's `SO_REUSEPORT` spreading hashes connections, so a few busy clients can land
+//! on one thread while another idles; counting is even.) Background work (scheduler, writer,
+//! renderers) runs elsewhere.
 //!
 //! Feed requests take a short path in front of the router: the rendered document is looked
 //! up by the request path and answered (`200` or `304`) without routing or middleware.
@@ -10,12 +12,14 @@
 //! that does not finish sending its headers within 30 s is disconnected.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use axum::body::Body;
 use axum::http::Request;
 use axum::Router;
+use http_body_util::Either;
 use hyper::body::Incoming;
 use tower::ServiceExt;
 
@@ -23,34 +27,17 @@ use crate::app::App;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio_util::sync::CancellationToken;
 
-/// Binds `addr` `shards` times with `SO_REUSEPORT` (port 0: the port the first socket got),
-/// one socket per HTTP thread (see [`serve`]). All are listening when this returns, so the
-/// kernel spreads even the first connections over every thread. If the address cannot be
-/// shared, fewer sockets serve it.
-pub fn bind(addr: &str, shards: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+/// Binds and listens on `addr` (port 0: any free port).
+pub fn bind(addr: &str) -> std::io::Result<std::net::TcpListener> {
     let addr: SocketAddr = addr.parse().map_err(|e| {
         std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("`{addr}`: {e}"))
     })?;
-    let first = bind_addr(addr)?;
-    let addr = first.local_addr()?;
-    let mut listeners = vec![first];
-    for _ in 1..shards {
-        match bind_addr(addr) {
-            Ok(l) => listeners.push(l),
-            Err(e) => {
-                tracing::warn!(%addr, error = %e, "Cannot share the listening address; serving HTTP on fewer threads.");
-                break;
-            }
-        }
-    }
-    Ok(listeners)
+    bind_addr(addr)
 }
 
 fn bind_addr(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
-    #[cfg(unix)]
-    socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
@@ -74,19 +61,38 @@ const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// How long requests in flight get to finish once `stop` is cancelled.
 const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Serves `router` on each of `listeners` (from [`bind`]), each on its own thread with its
-/// own single-threaded runtime, until `stop` is cancelled; then each finishes its requests in
+/// One HTTP thread as the acceptor sees it: where to send connections, how many it has open.
+struct Shard {
+    tx: tokio::sync::mpsc::UnboundedSender<std::net::TcpStream>,
+    open: Arc<AtomicUsize>,
+}
+
+/// Serves `router` on `listener` (from [`bind`]) with `shards` threads, each with its own
+/// single-threaded runtime, until `stop` is cancelled; then each finishes its requests in
 /// flight. `app` gives the feed short path its documents.
 pub fn serve(
     app: Arc<App>,
     router: Router,
-    listeners: Vec<std::net::TcpListener>,
+    listener: std::net::TcpListener,
+    shards: usize,
     stop: CancellationToken,
 ) -> std::io::Result<Vec<JoinHandle<()>>> {
+    listener.set_nonblocking(true)?;
     let mut handles = Vec::new();
-    for (i, listener) in listeners.into_iter().enumerate() {
-        listener.set_nonblocking(true)?;
+    let mut targets = Vec::new();
+    let mut listener = Some(listener);
+    for i in 0..shards.max(1) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let open = Arc::new(AtomicUsize::new(0));
+        targets.push(Shard {
+            tx,
+            open: open.clone(),
+        });
         let (app, router, stop) = (app.clone(), router.clone(), stop.clone());
+        // The last thread started also runs the acceptor, once every shard exists.
+        let acceptor = (i + 1 == shards.max(1))
+            .then(|| listener.take().map(|l| (l, std::mem::take(&mut targets))))
+            .flatten();
         let handle = std::thread::Builder::new()
             .name(format!("siar-http-{i}"))
             .spawn(move || {
@@ -100,27 +106,28 @@ pub fn serve(
                         return;
                     }
                 };
-                rt.block_on(accept_loop(app, router, listener, stop));
+                rt.block_on(async move {
+                    if let Some((listener, shards)) = acceptor {
+                        tokio::spawn(accept_loop(listener, shards, stop.clone()));
+                    }
+                    shard(app, router, rx, open, stop).await;
+                });
             })?;
         handles.push(handle);
     }
     Ok(handles)
 }
 
-async fn accept_loop(
-    app: Arc<App>,
-    router: Router,
-    listener: std::net::TcpListener,
-    stop: CancellationToken,
-) {
+/// Accepts connections and hands each to the shard with the fewest open, until `stop`.
+async fn accept_loop(listener: std::net::TcpListener, shards: Vec<Shard>, stop: CancellationToken) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
-            tracing::error!(error = %e, "Cannot listen on an HTTP thread.");
+            tracing::error!(error = %e, "Cannot listen for HTTP connections.");
             return;
         }
     };
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut next = 0;
     loop {
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -135,14 +142,61 @@ async fn accept_loop(
             _ = stop.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
+        let Ok(stream) = stream.into_std() else {
+            continue;
+        };
+        // Fewest open connections; among equals, the one after the last chosen.
+        let n = shards.len();
+        let Some(i) = (0..n)
+            .map(|k| (next + k) % n)
+            .min_by_key(|&i| shards[i].open.load(Ordering::Relaxed))
+        else {
+            continue;
+        };
+        next = (i + 1) % n;
+        shards[i].open.fetch_add(1, Ordering::Relaxed);
+        if shards[i].tx.send(stream).is_err() {
+            shards[i].open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Serves the connections the acceptor sends this thread, until `stop`.
+async fn shard(
+    app: Arc<App>,
+    router: Router,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<std::net::TcpStream>,
+    open: Arc<AtomicUsize>,
+    stop: CancellationToken,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let stream = tokio::select! {
+            got = rx.recv() => match got {
+                Some(s) => s,
+                None => break,
+            },
+            _ = stop.cancelled() => break,
+        };
+        let stream = match tokio::net::TcpStream::from_std(stream) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot serve a connection.");
+                open.fetch_sub(1, Ordering::Relaxed);
+                continue;
+            }
+        };
         let (app, router) = (app.clone(), router.clone());
         let service = hyper::service::service_fn(move |req: Request<Incoming>| {
             let fast = crate::web::feeds::answer(&app, &req);
             let router = router.clone();
             async move {
                 match fast {
-                    Some(resp) => Ok::<_, std::convert::Infallible>(resp),
-                    None => router.oneshot(req.map(Body::new)).await,
+                    Some(resp) => Ok::<_, std::convert::Infallible>(resp.map(Either::Left)),
+                    None => router
+                        .oneshot(req.map(Body::new))
+                        .await
+                        .map(|r| r.map(Either::Right)),
                 }
             }
         });
@@ -151,11 +205,12 @@ async fn accept_loop(
             .header_read_timeout(HEADER_READ_TIMEOUT)
             .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
+        let open = open.clone();
         tokio::spawn(async move {
             let _ = conn.await;
+            open.fetch_sub(1, Ordering::Relaxed);
         });
     }
-    drop(listener);
     if tokio::time::timeout(DRAIN, graceful.shutdown())
         .await
         .is_err()

@@ -44,13 +44,13 @@ use crate::config::Config;
 /// How long in-flight work gets to finish after shutdown is asked for.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
-/// Runs the daemon on `listeners` (bound with [`http::bind`], one per HTTP thread) until
+/// Runs the daemon on `listener` (bound with [`http::bind`]) until
 /// `shutdown` completes, then stops taking work, lets running work finish (up to a
 /// deadline), flushes the store and returns.
 pub async fn serve(
     config: Config,
     store: Store,
-    listeners: Vec<std::net::TcpListener>,
+    listener: std::net::TcpListener,
     clock: Arc<dyn Clock>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
@@ -90,7 +90,8 @@ pub async fn serve(
     }
 
     let router = api::router(app.clone());
-    let servers = http::serve(app.clone(), router, listeners, stop.clone())
+    let shards = http::shards(app.config.server.threads);
+    let servers = http::serve(app.clone(), router, listener, shards, stop.clone())
         .context("starting the HTTP threads")?;
     tracing::debug!(threads = servers.len(), "Serving HTTP.");
     shutdown.await;

@@ -152,14 +152,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             config.store.path.display()
         )
     })?;
-    let listeners = siar::http::bind(
-        &config.server.listen,
-        siar::http::shards(config.server.threads),
-    )
-    .with_context(|| format!("listening on {} (server.listen)", config.server.listen))?;
-    let addr = listeners
-        .first()
-        .context("no listening socket")?
+    let listener = siar::http::bind(&config.server.listen)
+        .with_context(|| format!("listening on {} (server.listen)", config.server.listen))?;
+    let addr = listener
         .local_addr()
         .context("reading the listening address")?;
     tracing::info!(%addr, store = %config.store.path.display(), "siar is running.");
@@ -168,7 +163,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     siar::serve(
         config,
         store,
-        listeners,
+        listener,
         Arc::new(siar::clock::SystemClock),
         shutdown_signal(),
     )

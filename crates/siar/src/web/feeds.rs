@@ -648,8 +648,16 @@ fn matches_etag(doc: &Rendered, inm: &HeaderValue) -> bool {
     })
 }
 
+/// The body of a feed answer: the bytes, with no boxing.
+pub type FeedBody = http_body_util::Full<Bytes>;
+
 /// Serves one rendered document with validators, compression and `304`s.
 pub fn respond(doc: &Rendered, headers: &HeaderMap) -> Response {
+    respond_bytes(doc, headers).map(Body::new)
+}
+
+/// [`respond`] with the bytes as they are, for the short path.
+fn respond_bytes(doc: &Rendered, headers: &HeaderMap) -> axum::http::Response<FeedBody> {
     let enc = headers.contains_key(header::ACCEPT_ENCODING);
     let (coding, etag) = if enc && accepts(headers, "br") {
         (Some("br"), &doc.etags[2])
@@ -666,8 +674,9 @@ pub fn respond(doc: &Rendered, headers: &HeaderMap) -> Response {
             .and_then(|v| DateTime::parse_from_rfc2822(&v.replace("GMT", "+0000")).ok())
             .is_some_and(|since| doc.last_modified.timestamp() <= since.timestamp()),
     };
-    // Built in place: one header map, no merging.
-    let mut resp = Response::new(Body::empty());
+    // Built in place: one header map, sized once, no merging.
+    let mut resp = axum::http::Response::new(FeedBody::default());
+    *resp.headers_mut() = HeaderMap::with_capacity(8);
     let h = resp.headers_mut();
     h.insert(header::ETAG, etag.clone());
     h.insert(header::LAST_MODIFIED, doc.last_modified_header.clone());
@@ -694,13 +703,16 @@ pub fn respond(doc: &Rendered, headers: &HeaderMap) -> Response {
         h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
         h.insert(header::ETAG, doc.etags[1].clone());
     }
-    *resp.body_mut() = Body::from(body);
+    *resp.body_mut() = FeedBody::new(body);
     resp
 }
 
 /// The short path for feed requests (see [`crate::http`]): `Some` answer for a `GET` or
 /// `HEAD` of a feed path, `None` to let the router handle the request.
-pub fn answer<B>(app: &App, req: &axum::http::Request<B>) -> Option<Response> {
+pub fn answer<B>(
+    app: &App,
+    req: &axum::http::Request<B>,
+) -> Option<axum::http::Response<FeedBody>> {
     let path = req.uri().path();
     if !path.starts_with("/feeds/") {
         return None;
@@ -711,13 +723,21 @@ pub fn answer<B>(app: &App, req: &axum::http::Request<B>) -> Option<Response> {
     }
     let snap = app.feeds.current.load();
     let mut resp = match snap.docs.get(path) {
-        Some(doc) => respond(doc.rendered(), req.headers()),
-        None => (StatusCode::NOT_FOUND, "Feed tidak ditemukan.\n").into_response(),
+        Some(doc) => respond_bytes(doc.rendered(), req.headers()),
+        None => {
+            let mut r = axum::http::Response::new(FeedBody::from("Feed tidak ditemukan.\n"));
+            *r.status_mut() = StatusCode::NOT_FOUND;
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            r
+        }
     };
     if method == axum::http::Method::HEAD {
         // The length of what GET would send, without the bytes.
         let len = http_body::Body::size_hint(resp.body()).exact();
-        *resp.body_mut() = Body::empty();
+        *resp.body_mut() = FeedBody::default();
         if let Some(n) = len.filter(|_| resp.status() == StatusCode::OK) {
             resp.headers_mut()
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
