@@ -3,7 +3,8 @@
 //! - [`render`]: pure functions from releases to bytes — the release's HTML body, RSS 2.0,
 //!   Atom and JSON Feed documents. No I/O; tested on the sample releases.
 //! - [`websub`]: pings to a WebSub hub when a feed changes, with retries.
-//! - Channels (partner webhooks, email) that push rendered releases are added beside them.
+//! - [`webhook`]: partner webhooks on the wire — Standard Webhooks signing, the envelope, one
+//!   attempt and its verdict, and the guard that keeps partner URLs off private networks.
 //!
 //! ```
 //! use siar_fanout::render::{FeedContext, tag_id};
@@ -14,4 +15,5 @@
 //! ```
 
 pub mod render;
+pub mod webhook;
 pub mod websub;

@@ -9,6 +9,8 @@
 mod atom;
 mod html;
 mod jsonfeed;
+mod ninjs;
+mod radio;
 mod rss;
 
 use chrono::{DateTime, Datelike, Utc};
@@ -18,6 +20,8 @@ use siar_model::{Release, ReleaseId};
 pub use self::atom::render as atom;
 pub use self::html::{format_date, release_html, summary};
 pub use self::jsonfeed::render as json_feed;
+pub use self::ninjs::{ninjs, plain_text};
+pub use self::radio::{radio_script, speakable, RadioScript, WORDS_PER_MINUTE};
 pub use self::rss::render as rss;
 
 /// What every renderer needs to know about the publisher and where siar is reachable.

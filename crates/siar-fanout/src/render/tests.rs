@@ -371,3 +371,161 @@ fn print_feeds() {
     println!("{}", rss(&ctx(), &doc(&rs[..2], "rss.xml")));
     println!("{}", atom(&ctx(), &doc(&rs[..1], "atom.xml")));
 }
+
+/// Validates `items` against the IPTC ninjs 3.1 schema with Python's `jsonschema` (an
+/// implementation we did not write; scripts/test installs it): the errors, one string each.
+fn ninjs_schema_errors(items: &[serde_json::Value]) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("items.json");
+    std::fs::write(&path, serde_json::to_vec(items).unwrap()).unwrap();
+    let schema = format!(
+        "{}/../../tests/schemas/ninjs-schema_3.1.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let script = r#"
+import json, sys
+from jsonschema import Draft202012Validator
+schema = json.load(open(sys.argv[1]))
+v = Draft202012Validator(schema)
+for i, item in enumerate(json.load(open(sys.argv[2]))):
+    for e in v.iter_errors(item):
+        print(f"item {i}: {'/'.join(map(str, e.absolute_path))}: {e.message}")
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, &schema])
+        .arg(&path)
+        .output()
+        .expect("python3 with jsonschema (scripts/test installs it)");
+    assert!(
+        out.status.success(),
+        "the validator failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn ninjs_items_validate_against_the_iptc_schema() {
+    // The schema's own example passes and a broken item fails: the validator works.
+    let example: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(format!(
+            "{}/../../tests/schemas/ninjs-3.1-example-text-article.json",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let broken = serde_json::json!({"uri": "x", "pubStatus": "gone", "extra": 1});
+    let errors = ninjs_schema_errors(&[example, broken]);
+    assert!(
+        !errors.is_empty() && errors.iter().all(|e| e.starts_with("item 1:")),
+        "{errors:?}"
+    );
+
+    let ctx = ctx();
+    let mut items: Vec<serde_json::Value> = releases().iter().map(|r| ninjs(&ctx, r)).collect();
+    let mut held = releases().into_iter().find(|r| r.slug == "kpu").unwrap();
+    held.publish_at = held.created_at + Duration::hours(3);
+    items.push(ninjs(&ctx, &held));
+    let errors = ninjs_schema_errors(&items);
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(
+        items.last().unwrap()["embargoedUntil"],
+        "2021-09-01T06:00:00Z"
+    );
+    for r in releases() {
+        let item = ninjs(&ctx, &r);
+        assert_eq!(item["uri"], tag_id(&ctx, r.id));
+        assert_eq!(item["version"], r.version.to_string());
+        let status = if r.retraction.is_some() {
+            "canceled"
+        } else {
+            "usable"
+        };
+        assert_eq!(item["pubStatus"], status);
+    }
+    let kpu = releases().into_iter().find(|r| r.slug == "kpu").unwrap();
+    let item = ninjs(&ctx, &kpu);
+    assert_eq!(item["located"], "BANJARBARU");
+    assert_eq!(item["language"], "id");
+    assert_eq!(item["subjects"][0]["name"], "pemilu");
+    let bodies = item["bodies"].as_array().unwrap();
+    assert_eq!(bodies[0]["contentType"], "text/html");
+    assert_eq!(bodies[1]["contentType"], "text/plain");
+    let text = bodies[1]["value"].as_str().unwrap();
+    assert!(
+        text.starts_with("BANJARBARU – Komisi Pemilihan Umum"),
+        "{text}"
+    );
+    assert!(!text.contains("ASC/RDM/RH") && !text.contains("Suasana pertemuan"));
+    let photo = &item["associations"][0];
+    assert_eq!(photo["type"], "picture");
+    assert_eq!(
+        photo["uri"],
+        "https://siaran.kalselprov.go.id/media/ab12cd.jpg"
+    );
+    assert_eq!(photo["by"], "MC Kalsel");
+    assert_eq!(photo["renditions"][0]["sizeInBytes"], 123_456);
+    let corrected = releases()
+        .into_iter()
+        .find(|r| r.slug == "voli-koreksi")
+        .unwrap();
+    let item = ninjs(&ctx, &corrected);
+    assert_eq!(item["version"], "2");
+    assert!(item["edNote"]
+        .as_str()
+        .unwrap()
+        .contains("Koreksi: Nama Wakapolda diperbaiki"));
+}
+
+#[test]
+fn radio_script_of_a_real_release() {
+    let ctx = ctx();
+    let kpu = releases().into_iter().find(|r| r.slug == "kpu").unwrap();
+    let s = radio_script(&ctx, &kpu, 150);
+    assert!(
+        s.script.starts_with(
+            "KPU Kalsel Sambangi Diskominfo Kalsel Terkait Penyebarluasan Informasi.\n\nBanjarbaru, Rabu 1 September.\n\nKomisi Pemilihan Umum Kalimantan Selatan mendatangi"
+        ),
+        "{}",
+        s.script
+    );
+    for banned in [
+        "(",
+        ")",
+        "ASC",
+        "RDM",
+        "Suasana pertemuan",
+        "http",
+        "“",
+        "”",
+    ] {
+        assert!(!s.script.contains(banned), "{banned} in {}", s.script);
+    }
+    assert!(s.words <= 150 && s.words > 100, "{} words", s.words);
+    assert_eq!(s.words, s.script.split_whitespace().count());
+    assert_eq!(s.seconds, (s.words * 60).div_ceil(150));
+    assert!(s.trimmed);
+    assert!(s.script.ends_with('.'), "ends at a sentence: {}", s.script);
+    assert!(s
+        .script
+        .contains("Pelaksana Tugas Sekretaris Diskominfo Kalsel"));
+    // A larger budget reads the whole release; a retraction says not to broadcast.
+    let full = radio_script(&ctx, &kpu, 10_000);
+    assert!(!full.trimmed && full.words > s.words);
+    assert!(
+        full.script.ends_with("personil pemberitaan di Diskominfo."),
+        "{}",
+        full.script
+    );
+    let retracted = releases()
+        .into_iter()
+        .find(|r| r.retraction.is_some())
+        .unwrap();
+    let r = radio_script(&ctx, &retracted, 150);
+    assert!(r.withdrawn);
+    assert!(r.script.contains("telah ditarik dan tidak boleh disiarkan"));
+}

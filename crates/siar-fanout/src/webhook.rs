@@ -1,0 +1,490 @@
+//! Partner webhooks on the wire: Standard Webhooks signing, the event envelope, one attempt
+//! over HTTP, and what its outcome means for the next one.
+//!
+//! Every attempt of one delivery carries the same `webhook-id` (so the partner can drop
+//! repeats) and a fresh `webhook-timestamp`; `webhook-signature` holds `v1,<base64 HMAC-SHA256
+//! of "id.timestamp.body">` once per active secret (several during a rotation). Redirects are
+//! never followed: a partner that moved must be reconfigured, not guessed.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use chrono::{DateTime, SecondsFormat, Utc};
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+/// A signing secret: the bytes behind `whsec_<base64>`.
+#[derive(Clone)]
+pub struct Secret(Vec<u8>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+impl Secret {
+    /// Reads `whsec_<base64>` (the prefix is optional).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let b64 = s.trim().strip_prefix("whsec_").unwrap_or(s.trim());
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|e| format!("not a whsec_ secret (base64 after `whsec_`): {e}"))?;
+        if bytes.len() < 16 {
+            return Err(format!(
+                "a secret must hold at least 16 bytes; this one has {}",
+                bytes.len()
+            ));
+        }
+        Ok(Self(bytes))
+    }
+
+    /// Every secret in `s`, separated by spaces or commas (several during a rotation).
+    pub fn parse_list(s: &str) -> Result<Vec<Self>, String> {
+        s.split([' ', ',', '\n'])
+            .filter(|p| !p.trim().is_empty())
+            .map(Self::parse)
+            .collect()
+    }
+}
+
+/// The `webhook-signature` header value for `id`, `timestamp` (Unix seconds) and `body`.
+pub fn signature(secrets: &[Secret], id: &str, timestamp: i64, body: &[u8]) -> String {
+    secrets
+        .iter()
+        .map(|s| {
+            // HMAC takes a key of any length.
+            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&s.0)
+                .unwrap_or_else(|_| unreachable!("HMAC accepts every key length"));
+            mac.update(id.as_bytes());
+            mac.update(b".");
+            mac.update(timestamp.to_string().as_bytes());
+            mac.update(b".");
+            mac.update(body);
+            let tag = mac.finalize().into_bytes();
+            format!(
+                "v1,{}",
+                base64::engine::general_purpose::STANDARD.encode(tag)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The body every partner gets: `{"type", "timestamp", "data"}`.
+pub fn envelope(event_type: &str, at: DateTime<Utc>, data: Value) -> Vec<u8> {
+    let v = json!({
+        "type": event_type,
+        "timestamp": at.to_rfc3339_opts(SecondsFormat::Secs, true),
+        "data": data,
+    });
+    serde_json::to_vec(&v).unwrap_or_default()
+}
+
+/// What an attempt's outcome asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// 2xx.
+    Delivered,
+    /// Network error, timeout, 408, 429, 5xx: try again, not before `min_wait` (a
+    /// Retry-After, or the floor for timeouts and 429s).
+    Retry { min_wait: Option<Duration> },
+    /// 410 Gone: the partner asks never to be called again.
+    Gone,
+    /// Any other answer (4xx, a redirect): failed for good, replayable by an operator.
+    Fail,
+}
+
+/// How an attempt went, for the attempt log.
+#[derive(Clone, Debug)]
+pub struct AttemptResult {
+    pub verdict: Verdict,
+    pub status: Option<u16>,
+    pub duration: Duration,
+    /// The first 4 KiB of the response body.
+    pub response: String,
+    /// `timeout`, `connect`, `refused_address`, `http_5xx`, `http_4xx`, `redirect`, …; empty
+    /// when delivered.
+    pub error_class: String,
+    pub error: String,
+}
+
+/// Timeouts and 429s wait at least this long before the next attempt.
+pub const SLOW_DOWN: Duration = Duration::from_secs(60);
+
+/// The longest Retry-After honoured; longer asks are capped.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+fn retry_after(headers: &reqwest::header::HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
+    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    let wait = if let Ok(secs) = v.trim().parse::<u64>() {
+        Duration::from_secs(secs)
+    } else {
+        let at = DateTime::parse_from_rfc2822(v.trim())
+            .ok()?
+            .with_timezone(&Utc);
+        (at - now).to_std().unwrap_or_default()
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
+/// What a status code means.
+pub fn classify(status: u16) -> (Verdict, &'static str) {
+    match status {
+        200..=299 => (Verdict::Delivered, ""),
+        408 => (Verdict::Retry { min_wait: None }, "http_408"),
+        429 => (
+            Verdict::Retry {
+                min_wait: Some(SLOW_DOWN),
+            },
+            "http_429",
+        ),
+        410 => (Verdict::Gone, "http_410"),
+        300..=399 => (Verdict::Fail, "redirect"),
+        500..=599 => (Verdict::Retry { min_wait: None }, "http_5xx"),
+        _ => (Verdict::Fail, "http_4xx"),
+    }
+}
+
+/// One signed POST of `body` to `url`.
+#[allow(clippy::too_many_arguments)]
+pub async fn attempt(
+    client: &reqwest::Client,
+    url: &str,
+    id: &str,
+    secrets: &[Secret],
+    body: Vec<u8>,
+    extra_headers: &[(String, String)],
+    timeout: Duration,
+    now: DateTime<Utc>,
+) -> AttemptResult {
+    let ts = now.timestamp();
+    let mut req = client
+        .post(url)
+        .timeout(timeout)
+        .header("content-type", "application/json")
+        .header("webhook-id", id)
+        .header("webhook-timestamp", ts.to_string())
+        .header("webhook-signature", signature(secrets, id, ts, &body));
+    for (k, v) in extra_headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    let started = Instant::now();
+    let sent = req.body(body).send().await;
+    let resp = match sent {
+        Ok(r) => r,
+        Err(e) => {
+            let (class, min_wait) = if e.is_timeout() {
+                ("timeout", Some(SLOW_DOWN))
+            } else if is_refused_address(&e) {
+                ("refused_address", None)
+            } else if e.is_connect() {
+                ("connect", None)
+            } else {
+                ("network", None)
+            };
+            let verdict = if class == "refused_address" {
+                Verdict::Fail
+            } else {
+                Verdict::Retry { min_wait }
+            };
+            return AttemptResult {
+                verdict,
+                status: None,
+                duration: started.elapsed(),
+                response: String::new(),
+                error_class: class.into(),
+                error: error_chain(&e),
+            };
+        }
+    };
+    let status = resp.status().as_u16();
+    let (mut verdict, class) = classify(status);
+    if let Verdict::Retry { min_wait } = &mut verdict {
+        if let Some(ra) = retry_after(resp.headers(), now) {
+            *min_wait = Some(min_wait.map_or(ra, |w| w.max(ra)));
+        }
+    }
+    // The first 4 KiB of the answer, for the attempt log; a body that never ends is cut off
+    // by the timeout.
+    let mut response = Vec::new();
+    let mut resp = resp;
+    while response.len() < 4096 {
+        match tokio::time::timeout(timeout, resp.chunk()).await {
+            Ok(Ok(Some(chunk))) => response.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    response.truncate(4096);
+    AttemptResult {
+        verdict,
+        status: Some(status),
+        duration: started.elapsed(),
+        response: String::from_utf8_lossy(&response).into_owned(),
+        error_class: class.into(),
+        error: if class.is_empty() {
+            String::new()
+        } else {
+            format!("the partner answered {status}")
+        },
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn is_refused_address(e: &reqwest::Error) -> bool {
+    let mut cur: Option<&dyn std::error::Error> = Some(e);
+    while let Some(c) = cur {
+        if c.to_string().contains(REFUSED) {
+            return true;
+        }
+        cur = c.source();
+    }
+    false
+}
+
+const REFUSED: &str = "refused: the address is private";
+
+/// True for addresses a partner URL must not reach unless `allow_private`: loopback, private
+/// (RFC 1918, ULA), link-local (cloud metadata at 169.254.169.254), CGNAT, multicast,
+/// unspecified, broadcast, documentation, and IPv4-mapped/compatible forms of those.
+pub fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_multicast()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || o[0] == 0
+                || (o[0] == 100 && (64..128).contains(&o[1])) // CGNAT 100.64/10
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0) // IETF 192.0.0/24
+                || (o[0] == 198 && (18..20).contains(&o[1])) // benchmarking
+                || o[0] >= 240 // reserved
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_private(IpAddr::V4(v4));
+            }
+            let seg = v6.segments();
+            // IPv4-compatible ::a.b.c.d (deprecated, still routable to v4 on some stacks).
+            if seg[..6].iter().all(|&s| s == 0) && !v6.is_loopback() && !v6.is_unspecified() {
+                let [a, b] = seg[6].to_be_bytes();
+                let [c, d] = seg[7].to_be_bytes();
+                return is_private(IpAddr::V4(std::net::Ipv4Addr::new(a, b, c, d)));
+            }
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (seg[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
+                || (seg[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
+                || (seg[0] == 0x2001 && seg[1] == 0x0db8) // documentation
+                || (seg[0] == 0x0064 && seg[1] == 0xff9b) // NAT64 to v4 space
+        }
+    }
+}
+
+/// A resolver that drops private addresses (see [`is_private`]); the connection then goes
+/// to an address this resolver returned, so what was checked is what is dialled. A name
+/// with no public address fails to resolve with a clear error.
+#[derive(Clone, Default)]
+pub struct GuardedResolver;
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<SocketAddr> = addrs
+                .iter()
+                .copied()
+                .filter(|a| !is_private(a.ip()))
+                .collect();
+            if public.is_empty() {
+                let e: Box<dyn std::error::Error + Send + Sync> = format!(
+                    "{host}: {REFUSED} ({}); set allow_private = true for a partner on this network",
+                    addrs
+                        .iter()
+                        .map(|a| a.ip().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+                .into();
+                return Err(e);
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// The error for a URL whose host is a private IP literal (no resolver is asked for those).
+pub fn check_literal(url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
+    let host = parsed.host_str().unwrap_or("");
+    let Ok(ip) = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    else {
+        return Ok(());
+    };
+    if is_private(ip) {
+        return Err(format!(
+            "{ip}: {REFUSED}; set allow_private = true for a partner on this network"
+        ));
+    }
+    Ok(())
+}
+
+/// An HTTP client for partners: no redirects, no proxies from the environment, and, unless
+/// `allow_private`, the guarded resolver.
+pub fn client(allow_private: bool, user_agent: &str) -> reqwest::Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder()
+        .user_agent(user_agent)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(60));
+    if !allow_private {
+        b = b.dns_resolver(Arc::new(GuardedResolver));
+    }
+    b.build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_verify_with_the_reference_implementation() {
+        let raw = [7u8; 32];
+        let whsec = format!(
+            "whsec_{}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        );
+        let old = format!(
+            "whsec_{}",
+            base64::engine::general_purpose::STANDARD.encode([9u8; 24])
+        );
+        let secrets = Secret::parse_list(&format!("{old} {whsec}")).unwrap();
+        let body = envelope(
+            "release.published",
+            Utc::now(),
+            json!({"uri": "tag:x,2026:release/1", "headline": "Uji “kutip” 🎉"}),
+        );
+        let now = Utc::now().timestamp();
+        let sig = signature(&secrets, "01J.v1.published", now, &body);
+        assert_eq!(sig.split(' ').count(), 2, "one signature per secret");
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert("webhook-id", "01J.v1.published".parse().unwrap());
+        headers.insert("webhook-timestamp", now.to_string().parse().unwrap());
+        headers.insert("webhook-signature", sig.parse().unwrap());
+        for s in [&whsec, &old] {
+            standardwebhooks::Webhook::new(s)
+                .unwrap()
+                .verify(&body, &headers)
+                .unwrap();
+        }
+        // A changed body or a foreign secret fails.
+        let mut tampered = body.clone();
+        tampered.push(b' ');
+        let wh = standardwebhooks::Webhook::new(&whsec).unwrap();
+        assert!(wh.verify(&tampered, &headers).is_err());
+        let other = format!(
+            "whsec_{}",
+            base64::engine::general_purpose::STANDARD.encode([1u8; 32])
+        );
+        assert!(standardwebhooks::Webhook::new(&other)
+            .unwrap()
+            .verify(&body, &headers)
+            .is_err());
+    }
+
+    #[test]
+    fn secrets_are_checked() {
+        assert!(Secret::parse("whsec_not base64!").is_err());
+        assert!(Secret::parse("whsec_c2hvcnQ=").is_err(), "too short");
+        assert!(Secret::parse_list("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn statuses_classified() {
+        assert_eq!(classify(204).0, Verdict::Delivered);
+        assert_eq!(classify(410).0, Verdict::Gone);
+        assert_eq!(classify(302).0, Verdict::Fail);
+        assert_eq!(classify(404).0, Verdict::Fail);
+        assert_eq!(classify(408).0, Verdict::Retry { min_wait: None });
+        assert_eq!(
+            classify(429).0,
+            Verdict::Retry {
+                min_wait: Some(SLOW_DOWN)
+            }
+        );
+        assert_eq!(classify(503).0, Verdict::Retry { min_wait: None });
+    }
+
+    #[test]
+    fn private_addresses() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "224.0.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "::127.0.0.1",
+            "fd00::1",
+            "fe80::1",
+            "ff02::1",
+            "64:ff9b::a00:1",
+        ] {
+            assert!(is_private(ip.parse().unwrap()), "{ip} is private");
+        }
+        for ip in ["103.10.20.30", "8.8.8.8", "2001:4860:4860::8888"] {
+            assert!(!is_private(ip.parse().unwrap()), "{ip} is public");
+        }
+        assert!(check_literal("http://127.0.0.1:8080/hook").is_err());
+        assert!(check_literal("http://[::ffff:10.0.0.1]/hook").is_err());
+        assert!(check_literal("https://mc.kalselprov.go.id/hook").is_ok());
+    }
+
+    #[tokio::test]
+    async fn names_resolving_to_private_addresses_are_refused() {
+        let client = client(false, "siar-test").unwrap();
+        let r = attempt(
+            &client,
+            "http://localhost:9/hook",
+            "id",
+            &[],
+            b"{}".to_vec(),
+            &[],
+            Duration::from_secs(5),
+            Utc::now(),
+        )
+        .await;
+        assert_eq!(r.error_class, "refused_address", "{r:?}");
+        assert_eq!(r.verdict, Verdict::Fail);
+    }
+}
