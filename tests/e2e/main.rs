@@ -15,4 +15,5 @@ mod media;
 mod pages;
 mod schedule;
 mod upstream;
+mod webhooks;
 mod websub;

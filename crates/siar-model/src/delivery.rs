@@ -223,6 +223,31 @@ impl Delivery {
     }
 }
 
+/// One attempt to deliver, for the operator: when, what came back, how long it took.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Attempt {
+    /// 1 for the first attempt.
+    pub number: u32,
+    pub at: DateTime<Utc>,
+    /// The HTTP status, when an answer came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    pub duration_ms: u64,
+    /// `delivered`, `retry`, `failed` or `gone`.
+    pub outcome: String,
+    /// `timeout`, `connect`, `refused_address`, `http_5xx`, `http_4xx`, `http_429`, `redirect`…
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error_class: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
+    /// The first 4 KiB of the answer.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub response: String,
+    /// When it will be tried again (for `retry`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_at: Option<DateTime<Utc>>,
+}
+
 /// A delivery to be recorded: who, and from when.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Planned {

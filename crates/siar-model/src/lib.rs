@@ -22,7 +22,8 @@ mod release;
 pub mod text;
 
 pub use delivery::{
-    Delivery, DeliveryStatus, Event, Lease, Planned, Queue, Router, Target, TargetParseError,
+    Attempt, Delivery, DeliveryStatus, Event, Lease, Planned, Queue, Router, Target,
+    TargetParseError,
 };
 pub use ids::{DeliveryId, IdParseError, ReleaseId};
 pub use release::{

@@ -206,6 +206,14 @@ impl Store {
         Ok(())
     }
 
+    /// Removes a named record (see [`Store::meta_get`]). Not flushed.
+    pub fn meta_remove(&self, name: &str) -> Result<()> {
+        self.releases
+            .remove(keys::meta(name))
+            .map_err(StoreError::storage("removing metadata"))?;
+        Ok(())
+    }
+
     /// Bytes the database takes on disk.
     pub fn size_on_disk(&self) -> Result<u64> {
         self.db

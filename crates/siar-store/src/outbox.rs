@@ -26,13 +26,15 @@
 //! B release_id delivery_id               → ()   deliveries of a release
 //! T status:u8 delivery_id                → ()   deliveries by status
 //! U release_id version:u32 event:u8 target → delivery_id   one delivery per (version, event, target)
+//! A delivery_id attempt:u32              → Attempt (JSON)   the attempt log
 //! ```
 //! `queue` is `w` (webhooks), `l` (list expansion) or `e` (one email); `status` is the first
 //! letter of the status, `i` for in flight.
 
 use chrono::{DateTime, Duration, Utc};
 use siar_model::{
-    AuditEntry, Delivery, DeliveryId, DeliveryStatus, Event, Lease, Queue, ReleaseId, Target,
+    Attempt, AuditEntry, Delivery, DeliveryId, DeliveryStatus, Event, Lease, Queue, ReleaseId,
+    Target,
 };
 
 use crate::tx::{abort, due_key, Tx, TxResult};
@@ -276,6 +278,31 @@ impl Store {
             })?;
             Ok(r)
         })
+    }
+
+    /// Adds an attempt to a delivery's log.
+    pub fn record_attempt(&self, id: DeliveryId, attempt: &Attempt) -> Result<()> {
+        let mut k = b"A".to_vec();
+        k.extend_from_slice(&id.to_bytes());
+        k.extend_from_slice(&attempt.number.to_be_bytes());
+        self.outbox
+            .insert(k, crate::encode(attempt))
+            .map_err(StoreError::storage("recording an attempt"))?;
+        Ok(())
+    }
+
+    /// A delivery's attempts, first first.
+    pub fn attempts(&self, id: DeliveryId) -> Result<Vec<Attempt>> {
+        let mut prefix = b"A".to_vec();
+        prefix.extend_from_slice(&id.to_bytes());
+        self.outbox
+            .scan_prefix(prefix)
+            .values()
+            .map(|v| {
+                let v = v.map_err(StoreError::storage("reading attempts"))?;
+                decode(&v, "attempt")
+            })
+            .collect()
     }
 
     pub fn delivery(&self, id: DeliveryId) -> Result<Option<Delivery>> {

@@ -31,6 +31,10 @@ pub struct App {
     pub scheduler_running: AtomicBool,
     /// The rendered feeds, served from memory.
     pub feeds: crate::web::feeds::FeedCache,
+    /// Wakes the webhook engine when deliveries may have become due.
+    pub deliveries_changed: Notify,
+    /// The webhook engine, once started.
+    pub webhooks: std::sync::OnceLock<Arc<crate::deliver::Engine>>,
     media: MediaStore,
 }
 
@@ -75,6 +79,8 @@ impl App {
             token,
             scheduler_running: AtomicBool::new(false),
             feeds: Default::default(),
+            deliveries_changed: Notify::new(),
+            webhooks: std::sync::OnceLock::new(),
         })
     }
 
@@ -138,6 +144,7 @@ impl App {
                 self.schedule_changed.notify_one();
             } else {
                 self.feeds.release_changed(r);
+                self.deliveries_changed.notify_one();
             }
         } else {
             info!(release = %r.id, source = %actor, "Already known; returned the existing release.");
@@ -178,6 +185,7 @@ impl App {
             info!(release = %id, version = out.release.version, deliveries = out.deliveries,
                   source = %actor, "Corrected.");
             self.feeds.release_changed(&out.release);
+            self.deliveries_changed.notify_one();
         }
         Ok(out)
     }
@@ -195,6 +203,7 @@ impl App {
         self.store.flush().await?;
         info!(release = %id, actor, "Retracted.");
         self.feeds.release_changed(&r);
+        self.deliveries_changed.notify_one();
         Ok(r)
     }
 

@@ -149,6 +149,35 @@ pub struct PartnerConfig {
     pub allow_private: bool,
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Seconds to wait before attempt 2, 3, …; after the last, the delivery fails for good.
+    #[serde(default = "default_retry_schedule")]
+    pub retry_schedule_secs: Vec<u64>,
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    #[serde(default = "default_breaker_cooldown")]
+    pub breaker_cooldown_secs: u64,
+    #[serde(default = "default_disable_after_days")]
+    pub disable_after_days: u32,
+    /// Radio scripts: the word budget.
+    #[serde(default = "default_words")]
+    pub words: usize,
+}
+
+/// Immediately, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h.
+pub fn default_retry_schedule() -> Vec<u64> {
+    vec![0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400]
+}
+fn default_breaker_failures() -> u32 {
+    5
+}
+fn default_breaker_cooldown() -> u64 {
+    60
+}
+fn default_disable_after_days() -> u32 {
+    5
+}
+fn default_words() -> usize {
+    150
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -433,8 +462,75 @@ impl Config {
                     "must name the environment variable holding the whsec_ secret".into(),
                 );
             }
+            for (k, v) in &p.headers {
+                let bad_name = axum::http::HeaderName::from_bytes(k.as_bytes()).is_err();
+                let reserved = k.to_ascii_lowercase().starts_with("webhook-")
+                    || k.eq_ignore_ascii_case("content-type")
+                    || k.eq_ignore_ascii_case("host");
+                if bad_name || reserved || axum::http::HeaderValue::from_str(v).is_err() {
+                    err(
+                        key("headers"),
+                        format!(
+                            "`{k}` cannot be set (not a valid header, or one siar sets itself)"
+                        ),
+                    );
+                }
+            }
+            if p.retry_schedule_secs.len() > 50
+                || p.retry_schedule_secs.iter().any(|&s| s > 7 * 86400)
+            {
+                err(
+                    key("retry_schedule_secs"),
+                    "at most 50 waits of at most 7 days each".into(),
+                );
+            }
+            if p.breaker_failures == 0 {
+                err(key("breaker_failures"), "must be at least 1".into());
+            }
+            if p.words < 20 {
+                err(key("words"), "must be at least 20".into());
+            }
+            if p.format == "ninjs" && p.words != default_words() {
+                err(key("words"), "applies only to radio-script partners".into());
+            }
         }
         errs
+    }
+
+    /// Each enabled partner's signing secrets, read from the environment variable its
+    /// `secret_env` names (several, separated by spaces or commas, during a rotation).
+    pub fn partner_secrets(
+        &self,
+    ) -> Result<BTreeMap<String, Vec<siar_fanout::webhook::Secret>>, Vec<ConfigError>> {
+        let mut out = BTreeMap::new();
+        let mut errs = Vec::new();
+        for (i, p) in self.partners.iter().enumerate().filter(|(_, p)| p.enabled) {
+            let key = format!("partners[{i}].secret_env");
+            let problem = match std::env::var(&p.secret_env) {
+                Err(_) => Some(format!(
+                    "the environment variable {} is not set",
+                    p.secret_env
+                )),
+                Ok(v) => match siar_fanout::webhook::Secret::parse_list(&v) {
+                    Ok(list) if list.is_empty() => {
+                        Some(format!("{} holds no secret", p.secret_env))
+                    }
+                    Ok(list) => {
+                        out.insert(p.id.clone(), list);
+                        None
+                    }
+                    Err(e) => Some(format!("{}: {e}", p.secret_env)),
+                },
+            };
+            if let Some(message) = problem {
+                errs.push(ConfigError { key, message });
+            }
+        }
+        if errs.is_empty() {
+            Ok(out)
+        } else {
+            Err(errs)
+        }
     }
 
     pub fn timezone(&self) -> chrono_tz::Tz {

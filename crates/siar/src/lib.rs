@@ -20,6 +20,7 @@ pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod deliver;
 pub mod http;
 pub mod routing;
 pub mod schedule;
@@ -74,6 +75,9 @@ pub async fn serve(
     tasks.spawn(scheduler::run_publisher(app.clone(), stop.clone()));
     tasks.spawn(web::feeds::run(app.clone(), stop.clone()));
     tasks.spawn(sources::inbox::run(app.clone(), stop.clone()));
+    let engine = Arc::new(deliver::Engine::new(&app).context("starting the webhook engine")?);
+    let _ = app.webhooks.set(engine.clone());
+    tasks.spawn(deliver::run(app.clone(), engine, stop.clone()));
     let client = reqwest::Client::builder()
         .user_agent(concat!("siar/", env!("CARGO_PKG_VERSION")))
         .timeout(Duration::from_secs(30))

@@ -118,6 +118,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
         Command::CheckConfig => {
             let config = load_config(args.config.as_deref())?;
+            if let Err(errors) = config.partner_secrets() {
+                let list: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+                bail!("the partners' secrets are not usable:\n{}", list.join("\n"));
+            }
             println!(
                 "configuration OK: listen {}, store {}, {} partner(s), {} list(s), {} upstream feed(s)",
                 config.server.listen,

@@ -112,3 +112,62 @@ pub async fn retry(
     tracing::info!(delivery = %id, release = %d.release_id, target = %d.target, actor, "Delivery queued again.");
     Ok(Json(d))
 }
+
+#[derive(Serialize, ToSchema)]
+pub struct AttemptList {
+    items: Vec<siar_model::Attempt>,
+}
+
+/// A delivery's attempt log: time, status, duration, the first 4 KiB of the answer, and the
+/// error class.
+#[utoipa::path(
+    get, path = "/api/v1/deliveries/{id}/attempts", tag = "deliveries",
+    params(("id" = String, Path, description = "Delivery id")),
+    responses((status = 200, body = AttemptList), (status = 404, body = super::ErrorBody), (status = 401, body = super::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn attempts(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Result<Json<AttemptList>, ApiError> {
+    let not_found = || {
+        ApiError::not_found(format!(
+            "no delivery `{}`",
+            id.chars().take(80).collect::<String>()
+        ))
+    };
+    let did: DeliveryId = id.parse().map_err(|_| not_found())?;
+    if app.store.delivery(did)?.is_none() {
+        return Err(not_found());
+    }
+    Ok(Json(AttemptList {
+        items: app.store.attempts(did)?,
+    }))
+}
+
+/// Enables a partner that was disabled (by a 410 or by days of failures); its waiting
+/// deliveries go out again.
+#[utoipa::path(
+    post, path = "/api/v1/partners/{id}/enable", tag = "deliveries",
+    params(("id" = String, Path, description = "Partner id")),
+    responses((status = 204), (status = 404, body = super::ErrorBody), (status = 401, body = super::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn enable_partner(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let enabled = match app.webhooks.get() {
+        Some(engine) => engine.enable(&app, &id)?,
+        None => false,
+    };
+    if !enabled {
+        return Err(ApiError::not_found(format!(
+            "no enabled partner `{}` in the configuration",
+            id.chars().take(80).collect::<String>()
+        )));
+    }
+    app.store.flush().await?;
+    app.deliveries_changed.notify_one();
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}

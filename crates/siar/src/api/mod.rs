@@ -49,6 +49,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/releases/{id}/deliveries", get(deliveries::for_release))
         .route("/deliveries", get(deliveries::list))
         .route("/deliveries/{id}/retry", post(deliveries::retry))
+        .route("/deliveries/{id}/attempts", get(deliveries::attempts))
+        .route("/partners/{id}/enable", post(deliveries::enable_partner))
         .route("/audit", get(releases::audit))
         .fallback(|| async { ApiError::not_found("no such API route") })
         .layer(axum::extract::DefaultBodyLimit::max(

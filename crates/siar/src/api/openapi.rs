@@ -12,6 +12,7 @@ use utoipa::{Modify, OpenApi};
         super::releases::versions, super::releases::version, super::releases::correct,
         super::releases::retract, super::releases::audit,
         super::deliveries::for_release, super::deliveries::list, super::deliveries::retry,
+        super::deliveries::attempts, super::deliveries::enable_partner,
         super::health::healthz, super::health::readyz,
     ),
     modifiers(&Bearer)
