@@ -35,3 +35,111 @@ async fn every_acknowledged_release_survives_sigkill() {
     let (_, page) = api.get_json("/api/v1/releases?limit=500").await;
     assert_eq!(page["items"].as_array().unwrap().len(), acked.len());
 }
+
+/// What the partners' sink received: (partner, webhook-id) per request, in order.
+type Sink = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+async fn sink(
+    axum::extract::State(log): axum::extract::State<Sink>,
+    axum::extract::Path(partner): axum::extract::Path<String>,
+    headers: axum::http::HeaderMap,
+) -> axum::http::StatusCode {
+    let id = headers
+        .get("webhook-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    log.lock().unwrap().push((partner, id));
+    axum::http::StatusCode::NO_CONTENT
+}
+
+/// 20 partners, 100 releases: 2,000 deliveries. SIGKILL mid-fan-out, restart, and count per
+/// partner: every release arrived, and repeats only among the deliveries that can have been
+/// in flight at the kill (each partner has at most `concurrency` attempts at once).
+#[tokio::test]
+async fn a_kill_mid_fan_out_loses_no_delivery() {
+    const PARTNERS: usize = 20;
+    const RELEASES: usize = 100;
+    const CONCURRENCY: usize = 2;
+    let log: Sink = Default::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new()
+        .route("/p/{partner}", axum::routing::post(sink))
+        .with_state(log.clone());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("siar.toml");
+    let mut c = String::new();
+    for i in 0..PARTNERS {
+        c.push_str(&format!(
+            "[[partners]]\nid = \"p{i}\"\nurl = \"{base}/p/p{i}\"\nformat = \"ninjs\"\nsecret_env = \"SIAR_TEST_SECRET\"\nallow_private = true\nconcurrency = {CONCURRENCY}\n\n"
+        ));
+    }
+    std::fs::write(&cfg, c).unwrap();
+    let env = [("SIAR_TEST_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")];
+    let d = Daemon::start_with(dir.path(), Some(&cfg), &env);
+    let api = std::sync::Arc::new(d.client());
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..RELEASES {
+        let api = api.clone();
+        tasks.spawn(async move {
+            let (s, r) = api.post_text(release_text(n)).await;
+            assert_eq!(s, 201, "{r}");
+            r["id"].as_str().unwrap().to_owned()
+        });
+    }
+    let mut acked = BTreeSet::new();
+    while let Some(id) = tasks.join_next().await {
+        acked.insert(id.unwrap());
+    }
+    // Mid-fan-out: some deliveries made, most not.
+    let total = PARTNERS * RELEASES;
+    eventually(60, "the fan-out to be under way", || async {
+        (log.lock().unwrap().len() >= total / 5).then_some(())
+    })
+    .await;
+    d.kill9();
+    let at_kill = log.lock().unwrap().len();
+    assert!(at_kill < total, "the kill came after the fan-out ended");
+
+    let d = Daemon::start_with(dir.path(), Some(&cfg), &env);
+    let unique = || {
+        log.lock()
+            .unwrap()
+            .iter()
+            .cloned()
+            .collect::<BTreeSet<(String, String)>>()
+    };
+    eventually(
+        120,
+        "every delivery to arrive after the restart",
+        || async { (unique().len() >= total).then_some(()) },
+    )
+    .await;
+    // Let stragglers arrive, then count.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let got = log.lock().unwrap().clone();
+    let unique = unique();
+    for i in 0..PARTNERS {
+        let partner = format!("p{i}");
+        let releases: BTreeSet<String> = unique
+            .iter()
+            .filter(|(p, _)| *p == partner)
+            .map(|(_, id)| id.split('.').next().unwrap().to_owned())
+            .collect();
+        assert_eq!(releases, acked, "partner {partner} is missing releases");
+    }
+    let repeats = got.len() - unique.len();
+    assert!(
+        repeats <= PARTNERS * CONCURRENCY,
+        "{repeats} repeats; at most {} deliveries can have been in flight",
+        PARTNERS * CONCURRENCY
+    );
+    eprintln!(
+        "crash mid-fan-out: {at_kill} of {total} received before the kill, {repeats} repeats after"
+    );
+    drop(d);
+    server.abort();
+}

@@ -413,3 +413,81 @@ fn standardwebhooks_headers(h: &HeaderMap) -> HeaderMap {
     }
     out
 }
+
+/// An instant partner gets a release within a second of its `publish_at`, a cron partner at
+/// its schedule's next firing after that, and nobody anything before.
+#[tokio::test]
+async fn schedules_and_publish_at_are_kept() {
+    let log: Log = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new()
+        .route("/p/{name}", axum::routing::post(partner))
+        .with_state(log.clone());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("siar.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[partners]]\nid = \"now\"\nurl = \"{base}/p/now\"\nformat = \"ninjs\"\nsecret_env = \"S\"\nallow_private = true\n\n\
+             [[partners]]\nid = \"radio\"\nurl = \"{base}/p/radio\"\nformat = \"radio-script\"\nsecret_env = \"S\"\nallow_private = true\nschedule = \"*/5 * * * * *\"\n"
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start_with(
+        dir.path(),
+        Some(&cfg),
+        &[("S", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")],
+    );
+    let api = d.client();
+    let publish_at = chrono::Utc::now() + chrono::Duration::milliseconds(2500);
+    let r = api
+        .post("/api/v1/releases")
+        .query(&[("publish_at", publish_at.to_rfc3339().as_str())])
+        .header("Content-Type", "text/plain")
+        .body(release_text(3))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let id = r.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        count(&log, "now") + count(&log, "radio"),
+        0,
+        "nothing before publish_at"
+    );
+    eventually(10, "the instant partner received it", || async {
+        (count(&log, "now") == 1).then_some(())
+    })
+    .await;
+    let arrived = chrono::Utc::now();
+    assert!(arrived >= publish_at, "delivered before publish_at");
+    assert!(
+        arrived - publish_at < chrono::Duration::milliseconds(1500),
+        "instant partner got it {} ms after publish_at",
+        (arrived - publish_at).num_milliseconds()
+    );
+    eventually(15, "the radio received it at its firing", || async {
+        (count(&log, "radio") == 1).then_some(())
+    })
+    .await;
+    let ds = deliveries(&api, &id).await;
+    let due =
+        chrono::DateTime::parse_from_rfc3339(ds["radio@v1.published"]["due_at"].as_str().unwrap())
+            .unwrap();
+    assert!(due >= publish_at, "the radio's firing is after publish_at");
+    assert_eq!(due.timestamp() % 5, 0, "due at a firing of */5: {due}");
+    assert_eq!(due.timestamp_subsec_millis(), 0);
+    let delivered = chrono::DateTime::parse_from_rfc3339(
+        ds["radio@v1.published"]["delivered_at"].as_str().unwrap(),
+    )
+    .unwrap();
+    assert!(delivered >= due && delivered - due < chrono::Duration::seconds(2));
+    drop(d);
+    server.abort();
+}

@@ -418,7 +418,13 @@ async fn deliver(app: &App, p: &Partner, claim: Claim) {
         _ => app.store.fail(&claim, &result.error, done),
     };
     match settled {
-        Ok(_) => {}
+        // Durable before the partner's slot is given back: after a crash, only what was in
+        // flight (at most `concurrency` per partner) can be sent again.
+        Ok(_) => {
+            if let Err(e) = app.store.flush().await {
+                error!(delivery = %d.id, error = %e, "Could not flush a settled delivery.");
+            }
+        }
         Err(e) => {
             warn!(delivery = %d.id, error = %e, "Could not settle a delivery (its lease may have ended); it will be attempted again.")
         }
