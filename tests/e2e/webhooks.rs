@@ -64,6 +64,7 @@ async fn partner(
             StatusCode::OK.into_response()
         }
         "moved" => (StatusCode::FOUND, [("location", "/p/h1")]).into_response(),
+        "down" => StatusCode::SERVICE_UNAVAILABLE.into_response(),
         "bad" => (StatusCode::BAD_REQUEST, "format tidak dikenal").into_response(),
         _ => (StatusCode::OK, "diterima").into_response(),
     }
@@ -73,7 +74,7 @@ fn config(base: &str, hole: &str, closed: &str) -> String {
     let mut c = String::new();
     let mut add = |id: &str, url: &str, extra: &str| {
         c.push_str(&format!(
-            "[[partners]]\nid = \"{id}\"\nurl = \"{url}\"\nformat = \"ninjs\"\nsecret_env = \"SIAR_TEST_SECRET\"\nallow_private = true\ntimeout_secs = 1\nretry_schedule_secs = [0, 1, 1, 1, 1]\n{extra}\n"
+            "[[partners]]\nid = \"{id}\"\nurl = \"{url}\"\nformat = \"ninjs\"\nsecret_env = \"SIAR_TEST_SECRET\"\nallow_private = true\ntimeout_secs = 1\nretry_schedule_secs = [0, 1, 1, 1, 1, 1, 1, 1]\n{extra}\n"
         ));
     };
     for i in 1..=10 {
@@ -83,6 +84,12 @@ fn config(base: &str, hole: &str, closed: &str) -> String {
         add(id, &format!("{base}/p/{id}"), "");
     }
     add("hole", hole, "");
+    // Always 503: the breaker must pause it (its retries come fast here).
+    add(
+        "down",
+        &format!("{base}/p/down"),
+        "breaker_failures = 3\nbreaker_cooldown_secs = 2",
+    );
     add("refused", closed, "");
     add(
         "auth",
@@ -314,6 +321,24 @@ async fn partners_get_signed_deliveries_with_retries_and_isolation() {
         "http_429"
     );
 
+    // The breaker: three quick failures, then a pause of the cool-down before one probe.
+    eventually(15, "a probe after the cool-down", || async {
+        (count(&log, "down") >= 4).then_some(())
+    })
+    .await;
+    let down = attempts(&api, &ds["down@v1.published"]).await;
+    let at =
+        |i: usize| chrono::DateTime::parse_from_rfc3339(down[i]["at"].as_str().unwrap()).unwrap();
+    assert!(
+        at(2) - at(0) < chrono::Duration::milliseconds(3000),
+        "{down:?}"
+    );
+    assert!(
+        at(3) - at(2) >= chrono::Duration::milliseconds(1900),
+        "{down:?}"
+    );
+    assert!(d.logs().contains("breaker open"));
+
     // 410 disabled the partner: a second release does not reach it, the others get it.
     let (s, r2) = api.post_text(release_text(1)).await;
     assert_eq!(s, 201, "{r2}");
@@ -392,6 +417,81 @@ async fn partners_get_signed_deliveries_with_retries_and_isolation() {
         .any(|k| k.starts_with("bad@") && k.ends_with("retracted")));
     assert_eq!(ds["h4@v2.retracted"]["status"], "delivered");
     assert_eq!(count(&log, "gone"), 1);
+
+    // The operator's tools: list a partner's failures, and queue them again after a fix.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(siar_bin())
+            .args(args)
+            .current_dir(dir.path())
+            .env("SIAR_URL", &d.url)
+            .env("SIAR_API_TOKEN", TOKEN)
+            .env_remove("SIAR_CONFIG")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let listed = cli(&[
+        "deliveries",
+        "list",
+        "--status",
+        "failed",
+        "--partner",
+        "bad",
+    ]);
+    assert_eq!(
+        listed.lines().count(),
+        4,
+        "header and three failures:\n{listed}"
+    );
+    assert!(
+        listed.lines().skip(1).all(|l| l.contains("partner:bad")),
+        "{listed}"
+    );
+    let none = cli(&[
+        "deliveries",
+        "list",
+        "--partner",
+        "bad",
+        "--since",
+        "2999-01-01 00:00",
+    ]);
+    assert_eq!(none.lines().count(), 1, "{none}");
+    let before = count(&log, "bad");
+    let out = cli(&[
+        "deliveries",
+        "recover",
+        "--partner",
+        "bad",
+        "--since",
+        "2020-01-01 00:00",
+    ]);
+    assert!(
+        out.starts_with("3 failed deliveries to bad queued again"),
+        "{out}"
+    );
+    eventually(
+        10,
+        "the recovered deliveries were attempted again",
+        || async { (count(&log, "bad") == before + 3).then_some(()) },
+    )
+    .await;
+
+    // Enabling the disabled partner sends what waited for it.
+    let r = api
+        .post("/api/v1/partners/gone/enable")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    eventually(10, "the enabled partner was called again", || async {
+        (count(&log, "gone") >= 2).then_some(())
+    })
+    .await;
 
     drop(d);
     server.abort();

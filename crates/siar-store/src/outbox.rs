@@ -353,6 +353,36 @@ impl Store {
         Ok(out)
     }
 
+    /// Deliveries with `status`, oldest first, that pass `keep` (e.g. one partner's, changed
+    /// since a time): up to `limit`, after `after`.
+    pub fn deliveries_where(
+        &self,
+        status: DeliveryStatus,
+        limit: usize,
+        after: Option<DeliveryId>,
+        keep: &dyn Fn(&Delivery) -> bool,
+    ) -> Result<Vec<Delivery>> {
+        let mut out = Vec::new();
+        let mut cursor = after;
+        loop {
+            let ids = self.ids_with_status(status, 500, cursor)?;
+            let Some(last) = ids.last().copied() else {
+                return Ok(out);
+            };
+            for id in ids {
+                if let Some(d) = self.delivery(id)? {
+                    if keep(&d) {
+                        out.push(d);
+                        if out.len() >= limit {
+                            return Ok(out);
+                        }
+                    }
+                }
+            }
+            cursor = Some(last);
+        }
+    }
+
     /// How many deliveries have each status.
     pub fn delivery_counts(&self) -> Result<Vec<(DeliveryStatus, usize)>> {
         DeliveryStatus::ALL

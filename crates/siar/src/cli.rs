@@ -58,9 +58,23 @@ pub enum DeliveriesCommand {
         /// pending, in_flight, delivered, failed or superseded.
         #[arg(long, default_value = "failed")]
         status: String,
+        /// Only this partner's deliveries.
+        #[arg(long)]
+        partner: Option<String>,
+        /// Only deliveries changed since then (RFC 3339, or local `YYYY-MM-DD HH:MM`).
+        #[arg(long)]
+        since: Option<String>,
     },
     /// Queue a delivery again now.
     Retry { id: String },
+    /// Queue again every delivery to a partner that failed since a time (after an outage).
+    Recover {
+        #[arg(long)]
+        partner: String,
+        /// RFC 3339, or local `YYYY-MM-DD HH:MM` in the publisher's time zone.
+        #[arg(long)]
+        since: String,
+    },
 }
 
 pub struct Client {
@@ -279,15 +293,23 @@ pub async fn release(client: &Client, config: &Config, cmd: ReleaseCommand) -> a
 pub async fn deliveries(client: &Client, cmd: DeliveriesCommand) -> anyhow::Result<()> {
     use reqwest::Method;
     match cmd {
-        DeliveriesCommand::List { release, status } => {
+        DeliveriesCommand::List {
+            release,
+            status,
+            partner,
+            since,
+        } => {
             let req = match &release {
                 Some(id) => client.request(
                     Method::GET,
                     &format!("/api/v1/releases/{}/deliveries", enc(id)),
                 ),
-                None => client
-                    .request(Method::GET, "/api/v1/deliveries")
-                    .query(&[("status", status)]),
+                None => {
+                    let mut q = vec![("status", status)];
+                    q.extend(partner.map(|p| ("partner", p)));
+                    q.extend(since.map(|s| ("since", s)));
+                    client.request(Method::GET, "/api/v1/deliveries").query(&q)
+                }
             };
             let (_, list) = client.send(req).await?;
             println!(
@@ -318,6 +340,25 @@ pub async fn deliveries(client: &Client, cmd: DeliveriesCommand) -> anyhow::Resu
                 "{}: queued again for {}",
                 d["id"].as_str().unwrap_or("?"),
                 d["target"].as_str().unwrap_or("?")
+            );
+            Ok(())
+        }
+        DeliveriesCommand::Recover { partner, since } => {
+            let (_, r) = client
+                .send(
+                    client
+                        .request(Method::POST, "/api/v1/deliveries/recover")
+                        .json(&serde_json::json!({"partner": partner, "since": since})),
+                )
+                .await?;
+            println!(
+                "{} failed deliver{} to {partner} queued again",
+                r["count"].as_u64().unwrap_or(0),
+                if r["count"].as_u64() == Some(1) {
+                    "y"
+                } else {
+                    "ies"
+                }
             );
             Ok(())
         }

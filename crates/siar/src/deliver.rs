@@ -432,7 +432,14 @@ async fn deliver(app: &App, p: &Partner, claim: Claim) {
     info!(partner = %p.config.id, delivery = %d.id, release = %d.release_id, event = d.event.as_str(),
           attempt = d.attempts, status = ?result.status, ms = attempt.duration_ms, outcome,
           error_class = %result.error_class, "Webhook attempt.");
-    breaker_after(app, p, outcome == "delivered", done);
+    // The breaker watches the endpoint's health: an answer that is not a transient failure
+    // (delivered, or refused for good with a 4xx) shows it up and working.
+    breaker_after(
+        app,
+        p,
+        !matches!(result.verdict, Verdict::Retry { .. }),
+        done,
+    );
     if outcome == "gone" {
         disable(
             app,

@@ -26,6 +26,30 @@ pub struct DeliveryParams {
     limit: Option<usize>,
     /// The last id of the previous page.
     after: Option<String>,
+    /// Only this partner's deliveries.
+    partner: Option<String>,
+    /// Only deliveries changed since then: RFC 3339, or local `YYYY-MM-DD HH:MM`.
+    since: Option<String>,
+}
+
+fn parse_since(
+    app: &App,
+    since: Option<&str>,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+    since
+        .filter(|s| !s.trim().is_empty())
+        .map(|w| siar_ingest::parse_when(w, app.config.timezone()))
+        .transpose()
+        .map_err(|e| ApiError::bad_request(format!("since: {e}")))
+}
+
+fn matches(
+    d: &Delivery,
+    partner: Option<&str>,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+) -> bool {
+    partner.is_none_or(|p| d.target == siar_model::Target::Partner(p.to_owned()))
+        && since.is_none_or(|t| d.updated_at >= t)
 }
 
 /// Every delivery of one release, oldest first.
@@ -80,8 +104,69 @@ pub async fn list(
         .map(str::parse::<DeliveryId>)
         .transpose()
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let since = parse_since(&app, p.since.as_deref())?;
+    let partner = p.partner.as_deref();
     Ok(Json(DeliveryList {
-        items: app.store.deliveries_with_status(status, limit, after)?,
+        items: app
+            .store
+            .deliveries_where(status, limit, after, &|d| matches(d, partner, since))?,
+    }))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct RecoverRequest {
+    /// The partner whose deliveries to queue again.
+    partner: String,
+    /// Deliveries that failed since then: RFC 3339, or local `YYYY-MM-DD HH:MM`.
+    since: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Recovered {
+    /// How many deliveries were queued again.
+    count: usize,
+    items: Vec<Delivery>,
+}
+
+/// Queue again every delivery to a partner that failed since a time (after an outage).
+#[utoipa::path(
+    post, path = "/api/v1/deliveries/recover", tag = "deliveries", request_body = RecoverRequest,
+    responses((status = 200, body = Recovered), (status = 400, body = super::ErrorBody), (status = 401, body = super::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn recover(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    Json(req): Json<RecoverRequest>,
+) -> Result<Json<Recovered>, ApiError> {
+    let since = parse_since(&app, Some(&req.since))?
+        .ok_or_else(|| ApiError::bad_request("since is required"))?;
+    if !app.config.partners.iter().any(|p| p.id == req.partner) {
+        return Err(ApiError::bad_request(format!(
+            "no partner `{}` in the configuration",
+            req.partner.chars().take(80).collect::<String>()
+        )));
+    }
+    let actor = match headers.get("siar-source").and_then(|v| v.to_str().ok()) {
+        Some("cli") => "cli",
+        _ => "api",
+    };
+    let failed = app
+        .store
+        .deliveries_where(DeliveryStatus::Failed, usize::MAX, None, &|d| {
+            matches(d, Some(&req.partner), Some(since))
+        })?;
+    let now = app.clock.now();
+    let mut items = Vec::new();
+    for d in failed {
+        items.push(app.store.retry_delivery(d.id, actor, now)?);
+    }
+    app.store.flush().await?;
+    app.deliveries_changed.notify_one();
+    tracing::info!(partner = %req.partner, %since, count = items.len(), actor, "Failed deliveries queued again.");
+    Ok(Json(Recovered {
+        count: items.len(),
+        items,
     }))
 }
 
