@@ -11,6 +11,10 @@
 //! - `feeds` — the RSS feed of 30 releases served by siar and by nginx (the identical bytes
 //!   and headers, from a file), both loaded by `wrk` with C connections, for 200s and for 304s
 //!   (`If-None-Match`). Needs `wrk` and `nginx` (Debian packages; scripts/bench installs them).
+//! - `webhooks` — 1,000 releases published at one moment to 20 instant partners (20,000
+//!   signed deliveries) into an nginx sink that logs each arrival; deliveries per second and
+//!   publish→receipt latency, beside `wrk` posting a body of the same size to the same sink
+//!   over as many connections (20).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -67,7 +71,8 @@ fn main() -> anyhow::Result<()> {
         match b.as_str() {
             "ingest" => rows.push(rt.block_on(ingest(&opts))?),
             "feeds" => rows.extend(rt.block_on(feeds(&opts))?),
-            other => bail!("unknown benchmark `{other}` (known: ingest, feeds)"),
+            "webhooks" => rows.push(rt.block_on(webhooks(&opts))?),
+            other => bail!("unknown benchmark `{other}` (known: ingest, feeds, webhooks)"),
         }
     }
     print_table(&opts, &rows);
@@ -94,14 +99,16 @@ fn parse_args() -> anyhow::Result<Options> {
             "--rounds" => o.rounds = usize::try_from(num("--rounds")?)?,
             "--clients" => o.clients = usize::try_from(num("--clients")?)?,
             "-h" | "--help" => {
-                println!("siar-bench [ingest] [feeds] [--seconds S] [--rounds R] [--clients C]");
+                println!(
+                    "siar-bench [ingest] [feeds] [webhooks] [--seconds S] [--rounds R] [--clients C]"
+                );
                 std::process::exit(0);
             }
             b => o.benches.push(b.to_owned()),
         }
     }
     if o.benches.is_empty() {
-        o.benches = vec!["ingest".into(), "feeds".into()];
+        o.benches = vec!["ingest".into(), "feeds".into(), "webhooks".into()];
     }
     if o.rounds == 0 || o.clients == 0 || o.seconds == 0 {
         bail!("--rounds, --clients and --seconds must be at least 1");
@@ -201,8 +208,22 @@ impl Drop for Daemon {
 const TOKEN: &str = "bench-token";
 
 fn start_siar() -> anyhow::Result<Daemon> {
+    start_siar_with(None, &[])
+}
+
+/// siar with a configuration file and extra environment.
+fn start_siar_with(config: Option<&str>, env: &[(&str, &str)]) -> anyhow::Result<Daemon> {
     let dir = tempfile::tempdir()?;
-    let mut child = Command::new(siar_binary()?)
+    let mut cmd = Command::new(siar_binary()?);
+    if let Some(c) = config {
+        let path = dir.path().join("siar.toml");
+        std::fs::write(&path, c)?;
+        cmd.arg("--config").arg(path);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
         .arg("serve")
         .current_dir(dir.path())
         .env("SIAR_API_TOKEN", TOKEN)
@@ -404,13 +425,27 @@ fn wrk_latency(out: &str, label: &str) -> anyhow::Result<u64> {
 
 /// One wrk run, as a [`Run`].
 fn wrk(o: &Options, url: &str, headers: &[String]) -> anyhow::Result<Run> {
+    wrk_with(o, url, headers, o.clients.max(2), None)
+}
+
+/// [`wrk`] with `connections` and an optional Lua script.
+fn wrk_with(
+    o: &Options,
+    url: &str,
+    headers: &[String],
+    connections: usize,
+    script: Option<&std::path::Path>,
+) -> anyhow::Result<Run> {
     let mut cmd = Command::new("wrk");
     cmd.args([
         "-t2",
-        &format!("-c{}", o.clients.max(2)),
+        &format!("-c{connections}"),
         &format!("-d{}s", o.seconds),
         "--latency",
     ]);
+    if let Some(s) = script {
+        cmd.arg("-s").arg(s);
+    }
     for h in headers {
         cmd.args(["-H", h]);
     }
@@ -617,4 +652,258 @@ async fn feeds(o: &Options) -> anyhow::Result<Vec<Row>> {
         }
     }
     Ok(vec![ok, not_modified])
+}
+
+/// nginx as the partners' sink: answers every POST with 204 and logs its arrival time, the
+/// `webhook-id` and the body length.
+struct Sink {
+    /// Kept for its lifetime: dropping it stops nginx.
+    _nginx: Nginx,
+    log: PathBuf,
+    base: String,
+}
+
+fn start_sink() -> anyhow::Result<Sink> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir()?;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let log = dir.path().join("hooks.log");
+    let conf = format!(
+        r#"worker_processes 2;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  log_format hook '$msec $http_webhook_id $content_length';
+  access_log {log} hook buffer=256k flush=200ms;
+  client_body_temp_path {d}; proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};
+  client_body_buffer_size 64k;
+  keepalive_requests 1000000;
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{ return 204; }}
+  }}
+}}
+"#,
+        d = dir.path().display(),
+        log = log.display(),
+    );
+    let conf_path = dir.path().join("nginx.conf");
+    std::fs::write(&conf_path, conf)?;
+    let child = Command::new("nginx")
+        .arg("-c")
+        .arg(&conf_path)
+        .arg("-p")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting nginx (apt-get install nginx)")?;
+    let base = format!("http://127.0.0.1:{port}");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(Sink {
+                _nginx: Nginx {
+                    child,
+                    url: base.clone(),
+                    _dir: dir,
+                },
+                log,
+                base,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("the nginx sink did not start")
+}
+
+impl Sink {
+    /// Arrivals with a webhook id: (seconds since the epoch, id, body length).
+    fn arrivals(&self) -> Vec<(f64, String, usize)> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| {
+                let mut parts = l.split(' ');
+                let at: f64 = parts.next()?.parse().ok()?;
+                let id = parts.next()?.to_owned();
+                let len: usize = parts.next()?.parse().unwrap_or(0);
+                (id != "-").then_some((at, id, len))
+            })
+            .collect()
+    }
+}
+
+async fn webhooks(o: &Options) -> anyhow::Result<Row> {
+    let mut row = Row {
+        name: "webhooks: deliveries/s".into(),
+        unit: "/s",
+        siar: Vec::new(),
+        reference_name: "wrk POST, same sink, 20 conns".into(),
+        reference: Vec::new(),
+    };
+    for round in 0..o.rounds {
+        eprintln!("webhooks round {}/{}", round + 1, o.rounds);
+        let sink = start_sink()?;
+        let (run, body_len) = webhooks_siar(&sink).await?;
+        let sink_ref = start_sink()?;
+        let reference = webhooks_wrk(o, &sink_ref, body_len)?;
+        drop(sink_ref);
+        drop(sink);
+        row.siar.push(run);
+        row.reference.push(reference);
+    }
+    Ok(row)
+}
+
+const WEBHOOK_PARTNERS: usize = 20;
+const WEBHOOK_RELEASES: usize = 1000;
+
+/// 1,000 releases scheduled for one moment, 20 instant partners: from that moment to the
+/// last arrival. Returns the run and the mean body length siar sent.
+async fn webhooks_siar(sink: &Sink) -> anyhow::Result<(Run, usize)> {
+    let mut config = String::new();
+    for i in 0..WEBHOOK_PARTNERS {
+        config.push_str(&format!(
+            "[[partners]]\nid = \"p{i}\"\nurl = \"{}/p/p{i}\"\nformat = \"ninjs\"\nsecret_env = \"SIAR_BENCH_SECRET\"\nallow_private = true\n\n",
+            sink.base
+        ));
+    }
+    let d = start_siar_with(
+        Some(&config),
+        &[(
+            "SIAR_BENCH_SECRET",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        )],
+    )?;
+    let client = reqwest::Client::new();
+    // Scheduled a little ahead, so all are stored before the moment comes.
+    let publish_at = chrono_now_plus(Duration::from_secs(4));
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let (client, url, next, at) = (
+            client.clone(),
+            d.url.clone(),
+            next.clone(),
+            publish_at.0.clone(),
+        );
+        tasks.spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= WEBHOOK_RELEASES {
+                    return anyhow::Ok(());
+                }
+                let r = client
+                    .post(format!("{url}/api/v1/releases"))
+                    .query(&[("publish_at", at.as_str())])
+                    .bearer_auth(TOKEN)
+                    .header("Content-Type", "text/plain")
+                    .body(release(n))
+                    .send()
+                    .await?;
+                if r.status() != reqwest::StatusCode::CREATED {
+                    bail!("siar answered {}", r.status());
+                }
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    let start = publish_at.1;
+    let total = WEBHOOK_PARTNERS * WEBHOOK_RELEASES;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let arrivals = loop {
+        let a = sink.arrivals();
+        if a.len() >= total {
+            break a;
+        }
+        if Instant::now() > deadline {
+            bail!("only {} of {total} deliveries arrived", a.len());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut latency = Histogram::<u64>::new(3)?;
+    let mut last = start;
+    for (at, _, _) in &arrivals {
+        last = last.max(*at);
+        latency.record(((at - start).max(0.0) * 1e6) as u64 + 1)?;
+    }
+    let body_len = arrivals.iter().map(|a| a.2).sum::<usize>() / arrivals.len().max(1);
+    let elapsed = Duration::from_secs_f64((last - start).max(0.001));
+    let first = arrivals.iter().map(|a| a.0).fold(f64::MAX, f64::min);
+    eprintln!(
+        "webhooks: {} deliveries in {:.2} s (the first {:.2} s after publish_at), mean body {body_len} bytes",
+        arrivals.len(),
+        elapsed.as_secs_f64(),
+        first - start
+    );
+    Ok((
+        Run {
+            ops: arrivals.len(),
+            elapsed,
+            latency,
+        },
+        body_len,
+    ))
+}
+
+/// The moment `after` from now: as RFC 3339 for siar, and as seconds since the epoch.
+fn chrono_now_plus(after: Duration) -> (String, f64) {
+    let t = std::time::SystemTime::now() + after;
+    let secs = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    // Whole milliseconds, written out by hand: the harness has no date crate.
+    let ms = (secs * 1000.0) as i64;
+    let days = ms.div_euclid(86_400_000);
+    let rem = ms.rem_euclid(86_400_000);
+    let (y, m, d) = civil_from_days(days);
+    let s = format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3_600_000,
+        rem / 60_000 % 60,
+        rem / 1000 % 60,
+        rem % 1000
+    );
+    (s, ms as f64 / 1000.0)
+}
+
+/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar.
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// wrk posting a JSON body of `body_len` bytes to the sink over 20 connections.
+fn webhooks_wrk(o: &Options, sink: &Sink, body_len: usize) -> anyhow::Result<Run> {
+    let dir = tempfile::tempdir()?;
+    let script = dir.path().join("post.lua");
+    let pad = body_len.saturating_sub(40).max(1);
+    std::fs::write(
+        &script,
+        format!(
+            "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = '{{\"type\":\"release.published\",\"data\":\"' .. string.rep(\"x\", {pad}) .. '\"}}'\n"
+        ),
+    )?;
+    wrk_with(
+        o,
+        &format!("{}/p/wrk", sink.base),
+        &[],
+        WEBHOOK_PARTNERS,
+        Some(&script),
+    )
 }

@@ -84,6 +84,19 @@ pub fn envelope(event_type: &str, at: DateTime<Utc>, data: Value) -> Vec<u8> {
     serde_json::to_vec(&v).unwrap_or_default()
 }
 
+/// [`envelope`] around `data` already serialised as JSON (shared by many partners).
+pub fn envelope_raw(event_type: &str, at: DateTime<Utc>, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + 96);
+    out.extend_from_slice(b"{\"type\":");
+    out.extend_from_slice(&serde_json::to_vec(event_type).unwrap_or_default());
+    out.extend_from_slice(b",\"timestamp\":\"");
+    out.extend_from_slice(at.to_rfc3339_opts(SecondsFormat::Secs, true).as_bytes());
+    out.extend_from_slice(b"\",\"data\":");
+    out.extend_from_slice(data);
+    out.push(b'}');
+    out
+}
+
 /// What an attempt's outcome asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -414,6 +427,21 @@ mod tests {
             .unwrap()
             .verify(&body, &headers)
             .is_err());
+    }
+
+    #[test]
+    fn raw_envelope_is_the_same_json() {
+        let at = Utc::now();
+        let data = json!({"uri": "tag:x", "t": "“kutip” \u{1F389}"});
+        let a: Value =
+            serde_json::from_slice(&envelope("release.corrected", at, data.clone())).unwrap();
+        let b: Value = serde_json::from_slice(&envelope_raw(
+            "release.corrected",
+            at,
+            &serde_json::to_vec(&data).unwrap(),
+        ))
+        .unwrap();
+        assert_eq!(a, b);
     }
 
     #[test]

@@ -122,6 +122,15 @@ pub(crate) fn due(q: Queue, at: DateTime<Utc>, id: DeliveryId) -> Vec<u8> {
     cat(&[&due_prefix(q), &ms(at), &id.to_bytes()])
 }
 
+/// Due webhook deliveries of one partner (ids are letters, digits and hyphens: no 0).
+pub(crate) fn partner_due_prefix(partner: &str) -> Vec<u8> {
+    cat(&[b"P", partner.as_bytes(), &[0]])
+}
+
+pub(crate) fn partner_due(partner: &str, at: DateTime<Utc>, id: DeliveryId) -> Vec<u8> {
+    cat(&[&partner_due_prefix(partner), &ms(at), &id.to_bytes()])
+}
+
 pub(crate) fn by_release_prefix(r: ReleaseId) -> Vec<u8> {
     cat(&[b"B", &r.to_bytes()])
 }

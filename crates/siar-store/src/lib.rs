@@ -38,7 +38,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use siar_model::{AuditEntry, DeliveryId, ReleaseId};
 
 pub use media::{MediaStore, StoredMedia};
-pub use outbox::{Claim, QueueStats};
+pub use outbox::{Claim, QueueStats, Settlement};
 pub use releases::{Ingested, NewRelease, Page, PreparedRelease, ReleaseFilter};
 
 /// Why a store operation failed.
@@ -122,6 +122,7 @@ impl Store {
             db,
         };
         let undone = store.roll_back_unfinished()?;
+        store.index_partners()?;
         if undone > 0 {
             tracing::warn!(
                 steps = undone,

@@ -27,6 +27,8 @@
 //! T status:u8 delivery_id                → ()   deliveries by status
 //! U release_id version:u32 event:u8 target → delivery_id   one delivery per (version, event, target)
 //! A delivery_id attempt:u32              → Attempt (JSON)   the attempt log
+//! P partner 0 at_ms:u64 delivery_id      → ()   a partner's webhooks, like Q: one partner's
+//!                                               worker claims without scanning the others
 //! ```
 //! `queue` is `w` (webhooks), `l` (list expansion) or `e` (one email); `status` is the first
 //! letter of the status, `i` for in flight.
@@ -45,6 +47,18 @@ use crate::{decode, keys, Result, Store, StoreError};
 pub struct Claim {
     pub delivery: Delivery,
     pub lease: Lease,
+}
+
+/// How a claimed delivery ends, for [`Store::settle_many`].
+#[derive(Clone, Debug)]
+pub enum Settlement {
+    Delivered,
+    /// Try again at the time, noting the error.
+    RetryAt(DateTime<Utc>, String),
+    /// Failed for good (replayable by an operator).
+    Failed(String),
+    /// Handed back untried: due again at once, the attempt not counted.
+    Release,
 }
 
 /// How a queue stands.
@@ -153,6 +167,158 @@ impl Store {
             claims.extend(claimed);
         }
         Ok(claims)
+    }
+
+    /// Claims up to `max` webhook deliveries of `partner` that are due at `now`, oldest due
+    /// first, in one atomic step, leasing each to `worker` for `lease_for`. A partner's
+    /// worker reads only its own index entries, however long the other partners' queues are.
+    pub fn claim_partner(
+        &self,
+        partner: &str,
+        now: DateTime<Utc>,
+        lease_for: Duration,
+        max: usize,
+        worker: &str,
+    ) -> Result<Vec<Claim>> {
+        let prefix = keys::partner_due_prefix(partner);
+        let mut end = prefix.clone();
+        end.extend_from_slice(&keys::ms(now));
+        end.extend_from_slice(&[0xFF; 16]);
+        let mut ids = Vec::new();
+        for k in self.outbox.range(prefix..=end).keys().take(max) {
+            let k = k.map_err(StoreError::storage("scanning due deliveries"))?;
+            ids.extend(keys::trailing_delivery(&k));
+        }
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let token = ulid::Ulid::new().to_string();
+        self.atomically("claiming deliveries", |tx| {
+            let mut claims = Vec::new();
+            for (i, id) in ids.iter().enumerate() {
+                let Some(d) = tx.delivery(*id)? else {
+                    continue;
+                };
+                let claimable = match d.status {
+                    DeliveryStatus::Pending => d.due_at <= now,
+                    DeliveryStatus::InFlight => d.lease.as_ref().is_none_or(|l| l.until <= now),
+                    _ => false,
+                };
+                if !claimable {
+                    continue;
+                }
+                let lease = Lease {
+                    token: format!("{token}-{i}"),
+                    worker: worker.to_owned(),
+                    until: now + lease_for,
+                };
+                let mut n = d.clone();
+                n.status = DeliveryStatus::InFlight;
+                n.lease = Some(lease.clone());
+                n.attempts += 1;
+                n.updated_at = now;
+                tx.put_delivery(Some(&d), &n)?;
+                claims.push(Claim { delivery: n, lease });
+            }
+            Ok(claims)
+        })
+    }
+
+    /// When `partner`'s next delivery is due (or its earliest lease ends), if it has any.
+    pub fn next_due_for_partner(&self, partner: &str) -> Result<Option<DateTime<Utc>>> {
+        let first = self
+            .outbox
+            .scan_prefix(keys::partner_due_prefix(partner))
+            .keys()
+            .next()
+            .transpose()
+            .map_err(StoreError::storage("reading a partner's queue"))?;
+        Ok(first.and_then(|k| {
+            let p = keys::partner_due_prefix(partner).len();
+            let ms = u64::from_be_bytes(k.get(p..p + 8)?.try_into().ok()?);
+            DateTime::from_timestamp_millis(i64::try_from(ms).ok()?)
+        }))
+    }
+
+    /// Builds the per-partner due index from the delivery records, once, for a store made
+    /// before it existed.
+    pub(crate) fn index_partners(&self) -> Result<()> {
+        if self.meta_get::<bool>("partner-due-index")?.unwrap_or(false) {
+            return Ok(());
+        }
+        for v in self.outbox.scan_prefix(b"D").values() {
+            let v = v.map_err(StoreError::storage("indexing partners"))?;
+            let d: Delivery = decode(&v, "delivery")?;
+            if let Some(k) = crate::tx::partner_due_key(&d) {
+                self.outbox
+                    .insert(k, &[])
+                    .map_err(StoreError::storage("indexing partners"))?;
+            }
+        }
+        self.meta_put("partner-due-index", &true)?;
+        self.flush_blocking()
+    }
+
+    /// Settles many claims in one atomic step, each with its attempt log entry. A claim whose
+    /// lease was lost (it ended and someone else claimed the delivery) is skipped: its result
+    /// is `Err(LeaseLost)`.
+    pub fn settle_many(
+        &self,
+        items: &[(Claim, Settlement, Option<Attempt>)],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Result<Delivery>>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.atomically("settling deliveries", |tx| {
+            let mut out = Vec::with_capacity(items.len());
+            for (claim, how, attempt) in items {
+                let id = claim.delivery.id;
+                let Some(d) = tx.delivery(id)? else {
+                    out.push(Err(StoreError::DeliveryNotFound(id)));
+                    continue;
+                };
+                let held = d.status == DeliveryStatus::InFlight
+                    && d.lease.as_ref().map(|l| &l.token) == Some(&claim.lease.token);
+                if !held {
+                    out.push(Err(StoreError::LeaseLost(id)));
+                    continue;
+                }
+                let mut n = d.clone();
+                n.lease = None;
+                n.updated_at = now;
+                match how {
+                    Settlement::Delivered => {
+                        n.status = DeliveryStatus::Delivered;
+                        n.delivered_at = Some(now);
+                        n.last_error = None;
+                    }
+                    Settlement::RetryAt(at, error) => {
+                        n.status = DeliveryStatus::Pending;
+                        n.due_at = (*at).max(now);
+                        n.last_error = Some(error.clone());
+                    }
+                    Settlement::Failed(error) => {
+                        n.status = DeliveryStatus::Failed;
+                        n.last_error = Some(error.clone());
+                    }
+                    Settlement::Release => {
+                        n.status = DeliveryStatus::Pending;
+                        n.due_at = now;
+                        n.attempts = n.attempts.saturating_sub(1);
+                    }
+                }
+                tx.put_delivery(Some(&d), &n)?;
+                if let Some(a) = attempt {
+                    let mut k = b"A".to_vec();
+                    k.extend_from_slice(&id.to_bytes());
+                    k.extend_from_slice(&a.number.to_be_bytes());
+                    tx.out.insert(k, crate::encode(a))?;
+                }
+                out.push(Ok(n));
+            }
+            Ok(out)
+        })
     }
 
     /// Settles a claim as delivered.
@@ -435,6 +601,21 @@ impl Store {
                     ));
                 }
                 indexed.insert(k);
+            }
+            if let Some(k) = crate::tx::partner_due_key(&d) {
+                if !has(k.clone()) {
+                    problems.push(format!("{}: not in its partner's due index", d.id));
+                }
+                indexed.insert(k);
+            }
+        }
+        for k in self.outbox.scan_prefix(b"P").keys() {
+            let k = k.map_err(StoreError::storage("checking the outbox"))?;
+            if !indexed.contains(k.as_ref()) {
+                problems.push(format!(
+                    "stale partner due index entry {:?}",
+                    keys::trailing_delivery(&k)
+                ));
             }
         }
         for q in Queue::ALL {

@@ -143,12 +143,18 @@ impl Tx<'_> {
             if let Some(k) = due_key(old) {
                 self.out.remove(k)?;
             }
+            if let Some(k) = partner_due_key(old) {
+                self.out.remove(k)?;
+            }
             self.out.remove(keys::by_status(old.status, old.id))?;
         } else {
             self.out
                 .insert(keys::by_release(new.release_id, new.id), &[])?;
         }
         if let Some(k) = due_key(new) {
+            self.out.insert(k, &[])?;
+        }
+        if let Some(k) = partner_due_key(new) {
             self.out.insert(k, &[])?;
         }
         self.out.insert(keys::by_status(new.status, new.id), &[])?;
@@ -165,6 +171,21 @@ impl Tx<'_> {
         key.extend_from_slice(&seq.to_be_bytes());
         self.audit.insert(key, encode(&e))?;
         Ok(())
+    }
+}
+
+/// The per-partner due index entry of a webhook delivery (at the same time as [`due_key`]).
+pub(crate) fn partner_due_key(d: &Delivery) -> Option<Vec<u8>> {
+    let siar_model::Target::Partner(p) = &d.target else {
+        return None;
+    };
+    match d.status {
+        DeliveryStatus::Pending => Some(keys::partner_due(p, d.due_at, d.id)),
+        DeliveryStatus::InFlight => d
+            .lease
+            .as_ref()
+            .map(|l| keys::partner_due(p, l.until, d.id)),
+        _ => None,
     }
 }
 

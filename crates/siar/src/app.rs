@@ -144,7 +144,7 @@ impl App {
                 self.schedule_changed.notify_one();
             } else {
                 self.feeds.release_changed(r);
-                self.deliveries_changed.notify_one();
+                self.deliveries_changed.notify_waiters();
             }
         } else {
             info!(release = %r.id, source = %actor, "Already known; returned the existing release.");
@@ -185,7 +185,7 @@ impl App {
             info!(release = %id, version = out.release.version, deliveries = out.deliveries,
                   source = %actor, "Corrected.");
             self.feeds.release_changed(&out.release);
-            self.deliveries_changed.notify_one();
+            self.deliveries_changed.notify_waiters();
         }
         Ok(out)
     }
@@ -203,7 +203,7 @@ impl App {
         self.store.flush().await?;
         info!(release = %id, actor, "Retracted.");
         self.feeds.release_changed(&r);
-        self.deliveries_changed.notify_one();
+        self.deliveries_changed.notify_waiters();
         Ok(r)
     }
 

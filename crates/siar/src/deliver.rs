@@ -17,8 +17,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use siar_fanout::webhook::{self, Secret, Verdict};
-use siar_model::{Attempt, Delivery, Event, Queue, Release, Target};
-use siar_store::Claim;
+use siar_model::{Attempt, Delivery, Event, Release};
+use siar_store::{Claim, Settlement};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -57,7 +57,6 @@ struct Partner {
     config: PartnerConfig,
     secrets: Vec<Secret>,
     client: reqwest::Client,
-    in_flight: AtomicUsize,
     breaker: Mutex<Breaker>,
     /// Start times of recent attempts, for `rate_per_minute`.
     recent: Mutex<std::collections::VecDeque<DateTime<Utc>>>,
@@ -76,50 +75,36 @@ impl Partner {
             .is_some()
     }
 
-    /// Whether one more attempt may start now; takes the slot if so.
-    fn admit(&self, now: DateTime<Utc>) -> bool {
-        if self.is_disabled() {
-            return false;
+    /// How long to wait before the next attempt may start under `rate_per_minute`; records
+    /// the attempt when it may start now.
+    fn rate_wait(&self, now: DateTime<Utc>) -> Option<Duration> {
+        if self.config.rate_per_minute == 0 {
+            return None;
         }
-        if self.in_flight.load(Ordering::Relaxed) >= self.config.concurrency {
-            return false;
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        let minute = chrono::Duration::minutes(1);
+        while recent.front().is_some_and(|t| now - *t >= minute) {
+            recent.pop_front();
         }
-        {
-            let mut b = self.lock_breaker();
-            if let Some(until) = b.open_until {
-                if now < until || b.probing {
-                    return false;
-                }
-                // Half-open: this attempt is the probe.
-                b.probing = true;
-            }
+        if recent.len() >= self.config.rate_per_minute as usize {
+            let oldest = recent.front().copied().unwrap_or(now);
+            return Some((oldest + minute - now).to_std().unwrap_or_default());
         }
-        if self.config.rate_per_minute > 0 {
-            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-            while recent
-                .front()
-                .is_some_and(|t| now - *t >= chrono::Duration::minutes(1))
-            {
-                recent.pop_front();
-            }
-            if recent.len() >= self.config.rate_per_minute as usize {
-                let mut b = self.lock_breaker();
-                if b.probing && b.open_until.is_some() {
-                    b.probing = false;
-                }
-                return false;
-            }
-            recent.push_back(now);
-        }
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-        true
+        recent.push_back(now);
+        None
     }
 }
+
+/// (release, version, event, format): what a payload is rendered from.
+type PayloadKey = (siar_model::ReleaseId, u32, Event, String);
 
 /// The engine's partners, by id.
 pub struct Engine {
     partners: BTreeMap<String, Arc<Partner>>,
     worker: String,
+    /// Rendered payloads by (release, version, event, format): twenty partners of one format
+    /// share one rendering.
+    payloads: Mutex<HashMap<PayloadKey, Arc<Vec<u8>>>>,
 }
 
 impl Engine {
@@ -150,7 +135,6 @@ impl Engine {
                     config: p.clone(),
                     secrets: secrets.get(&p.id).cloned().unwrap_or_default(),
                     client,
-                    in_flight: AtomicUsize::new(0),
                     breaker: Mutex::default(),
                     recent: Mutex::default(),
                     disabled: Mutex::new(disabled),
@@ -160,6 +144,7 @@ impl Engine {
         Ok(Self {
             partners,
             worker: format!("webhooks-{}", std::process::id()),
+            payloads: Mutex::default(),
         })
     }
 
@@ -176,100 +161,146 @@ impl Engine {
     }
 }
 
-/// Runs the engine until `stop`: then in-flight attempts get `grace` to finish; whatever is
-/// still running is abandoned and its lease brings it back after a restart.
+/// The most deliveries one partner's worker claims at once. In order, one after another
+/// (or `concurrency` at a time); a transient failure hands the rest back. A crash can repeat
+/// at most one batch per partner: the deliveries leased at that moment.
+pub const BATCH: usize = 32;
+
+/// Runs one worker per partner until `stop`; attempts in progress get a few seconds to
+/// finish, and whatever is still running comes back through its lease after a restart.
 pub async fn run(app: Arc<App>, engine: Arc<Engine>, stop: CancellationToken) {
-    if engine.partners.is_empty() {
-        return;
+    let mut workers = tokio::task::JoinSet::new();
+    for p in engine.partners.values() {
+        workers.spawn(partner_worker(
+            app.clone(),
+            engine.clone(),
+            p.clone(),
+            stop.clone(),
+        ));
     }
-    let mut tasks = tokio::task::JoinSet::new();
+    while workers.join_next().await.is_some() {}
+}
+
+/// Sleeps until `until` or a wake-up from publishing, at most `TICK`; false once `stop`.
+async fn pause(app: &App, stop: &CancellationToken, wait: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(wait.min(TICK)) => true,
+        _ = app.deliveries_changed.notified() => true,
+        _ = stop.cancelled() => false,
+    }
+}
+
+async fn partner_worker(
+    app: Arc<App>,
+    engine: Arc<Engine>,
+    p: Arc<Partner>,
+    stop: CancellationToken,
+) {
+    let id = p.config.id.clone();
+    let timeout = Duration::from_secs(p.config.timeout_secs);
     loop {
+        if stop.is_cancelled() {
+            return;
+        }
         let now = app.clock.now();
-        // The longest timeout bounds every lease.
-        let lease_for = chrono::Duration::seconds(
-            engine
-                .partners
-                .values()
-                .map(|p| p.config.timeout_secs)
-                .max()
-                .unwrap_or(15) as i64,
-        ) + LEASE_MARGIN;
-        let mut taken: HashMap<String, usize> = HashMap::new();
-        let claims = app.store.claim(
-            Queue::Webhook,
-            now,
-            lease_for,
-            256,
-            &engine.worker,
-            &mut |d: &Delivery| {
-                let Target::Partner(id) = &d.target else {
-                    return false;
-                };
-                let Some(p) = engine.partners.get(id) else {
-                    return false;
-                };
-                // Admission is checked here and the slot taken; a claim that then loses its
-                // race gives the slot back below.
-                if p.admit(now) {
-                    *taken.entry(id.clone()).or_default() += 1;
-                    true
-                } else {
-                    false
+        if p.is_disabled() {
+            if !pause(&app, &stop, TICK).await {
+                return;
+            }
+            continue;
+        }
+        // An open breaker: nothing until the cool-down ends, then a single probe.
+        let open_until = p.lock_breaker().open_until;
+        let probe = match open_until {
+            Some(until) if now < until => {
+                let wait = (until - now).to_std().unwrap_or_default();
+                if !pause(&app, &stop, wait).await {
+                    return;
                 }
-            },
-        );
-        match claims {
-            Ok(claims) => {
-                for claim in &claims {
-                    if let Target::Partner(id) = &claim.delivery.target {
-                        if let Some(n) = taken.get_mut(id) {
-                            *n -= 1;
-                        }
+                continue;
+            }
+            Some(_) => true,
+            None => false,
+        };
+        let max = if probe { 1 } else { BATCH };
+        let lease_for =
+            chrono::Duration::from_std(timeout * max as u32).unwrap_or_default() + LEASE_MARGIN;
+        let claims = match app
+            .store
+            .claim_partner(&id, now, lease_for, max, &engine.worker)
+        {
+            Ok(c) => c,
+            Err(e) => {
+                error!(partner = %id, error = %e, "Could not claim deliveries; trying again.");
+                if !pause(&app, &stop, Duration::from_secs(1)).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        if claims.is_empty() {
+            let wait = match app.store.next_due_for_partner(&id) {
+                Ok(Some(at)) => (at - app.clock.now()).to_std().unwrap_or_default(),
+                _ => TICK,
+            };
+            if !pause(&app, &stop, wait).await {
+                return;
+            }
+            continue;
+        }
+        // The leases are on disk before anything is sent.
+        if let Err(e) = app.store.flush().await {
+            error!(partner = %id, error = %e, "Could not flush claims.");
+        }
+        let mut pending = claims.into_iter();
+        let mut running = tokio::task::JoinSet::new();
+        let mut outcomes = Vec::new();
+        let mut stopped_early = false;
+        loop {
+            while running.len() < p.config.concurrency && !stopped_early {
+                let Some(claim) = pending.next() else { break };
+                if let Some(wait) = p.rate_wait(app.clock.now()) {
+                    tokio::time::sleep(wait).await;
+                    let _ = p.rate_wait(app.clock.now());
+                }
+                let (app, engine, p) = (app.clone(), engine.clone(), p.clone());
+                running.spawn(async move { deliver(&app, &engine, &p, claim).await });
+            }
+            let Some(done) = running.join_next().await else {
+                break;
+            };
+            match done {
+                Ok(o) => {
+                    // A transient failure: the endpoint is struggling; give the rest back.
+                    if o.transient || stop.is_cancelled() {
+                        stopped_early = true;
                     }
+                    outcomes.push((o.claim, o.settlement, o.attempt));
                 }
-                // Slots taken for deliveries another worker claimed first.
-                for (id, n) in taken {
-                    if let Some(p) = engine.partners.get(&id) {
-                        for _ in 0..n {
-                            p.in_flight.fetch_sub(1, Ordering::Relaxed);
-                            let mut b = p.lock_breaker();
-                            if b.open_until.is_some() {
-                                b.probing = false;
-                            }
-                        }
-                    }
-                }
-                for claim in claims {
-                    let Target::Partner(id) = &claim.delivery.target else {
-                        continue;
-                    };
-                    let Some(p) = engine.partners.get(id).cloned() else {
-                        continue;
-                    };
-                    let app = app.clone();
-                    tasks.spawn(async move {
-                        deliver(&app, &p, claim).await;
-                        p.in_flight.fetch_sub(1, Ordering::Relaxed);
-                    });
+                Err(e) => {
+                    error!(partner = %id, error = %e, "A delivery task failed; its lease brings it back.");
+                    stopped_early = true;
                 }
             }
-            Err(e) => error!(error = %e, "Could not claim webhook deliveries; trying again."),
         }
-        while tasks.try_join_next().is_some() {}
-        tokio::select! {
-            _ = tokio::time::sleep(TICK) => {}
-            _ = app.deliveries_changed.notified() => {}
-            _ = tasks.join_next(), if !tasks.is_empty() => {}
-            _ = stop.cancelled() => break,
+        outcomes.extend(pending.map(|c| (c, Settlement::Release, None)));
+        // One atomic step for the whole batch, then one sync: until then the deliveries are
+        // in flight, and a crash sends them again.
+        match app.store.settle_many(&outcomes, app.clock.now()) {
+            Ok(results) => {
+                for (r, (c, _, _)) in results.iter().zip(&outcomes) {
+                    if let Err(e) = r {
+                        warn!(delivery = %c.delivery.id, error = %e, "Could not settle a delivery (its lease may have ended); it will be attempted again.");
+                    }
+                }
+            }
+            Err(e) => {
+                error!(partner = %id, error = %e, "Could not settle deliveries; their leases bring them back.")
+            }
         }
-    }
-    if tokio::time::timeout(Duration::from_secs(10), async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await
-    .is_err()
-    {
-        warn!("Some webhook attempts were still running at shutdown; they will be retried after the restart.");
+        if let Err(e) = app.store.flush().await {
+            error!(partner = %id, error = %e, "Could not flush settled deliveries.");
+        }
     }
 }
 
@@ -311,6 +342,39 @@ fn payload(app: &App, p: &Partner, r: &Release, event: Event) -> serde_json::Val
     }
 }
 
+/// The payload for `d` in `p`'s format, rendered once for all partners that share it.
+fn cached_payload(
+    app: &App,
+    engine: &Engine,
+    p: &Partner,
+    d: &Delivery,
+) -> siar_store::Result<Option<Arc<Vec<u8>>>> {
+    let format = if p.config.format == "radio-script" {
+        format!("radio-script:{}", p.config.words)
+    } else {
+        p.config.format.clone()
+    };
+    let key = (d.release_id, d.version, d.event, format);
+    if let Some(v) = engine
+        .payloads
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&key)
+    {
+        return Ok(Some(v.clone()));
+    }
+    let Some(release) = release_for(app, d)? else {
+        return Ok(None);
+    };
+    let v = Arc::new(serde_json::to_vec(&payload(app, p, &release, d.event)).unwrap_or_default());
+    let mut cache = engine.payloads.lock().unwrap_or_else(|e| e.into_inner());
+    if cache.len() >= 512 {
+        cache.clear();
+    }
+    cache.insert(key, v.clone());
+    Ok(Some(v))
+}
+
 /// The wait before attempt `attempts + 1` (`attempts` made so far), with ±20 % jitter; `None`
 /// when the schedule is used up.
 fn backoff(schedule: &[u64], attempts: u32) -> Option<Duration> {
@@ -329,32 +393,41 @@ fn fastrand_unit() -> f64 {
     (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
-async fn deliver(app: &App, p: &Partner, claim: Claim) {
+/// One attempt of one claimed delivery: how to settle it, and the attempt's log entry.
+struct Outcome {
+    claim: Claim,
+    settlement: Settlement,
+    attempt: Option<Attempt>,
+    /// The attempt failed transiently: the endpoint is struggling.
+    transient: bool,
+}
+
+async fn deliver(app: &App, engine: &Engine, p: &Partner, claim: Claim) -> Outcome {
     let d = &claim.delivery;
     let now = app.clock.now();
-    let release = match release_for(app, d) {
-        Ok(Some(r)) => r,
+    let data = match cached_payload(app, engine, p, d) {
+        Ok(Some(v)) => v,
         Ok(None) => {
             // Not visible yet (or gone): try again shortly.
-            let _ = app.store.retry_at(
-                &claim,
-                now + chrono::Duration::seconds(5),
-                "release not found",
-                now,
-            );
-            return;
+            let at = now + chrono::Duration::seconds(5);
+            return Outcome {
+                claim,
+                settlement: Settlement::RetryAt(at, "release not found".into()),
+                attempt: None,
+                transient: false,
+            };
         }
         Err(e) => {
             error!(delivery = %d.id, error = %e, "Cannot read the release to deliver.");
-            let _ = app.store.release_claim(&claim, now);
-            return;
+            return Outcome {
+                claim,
+                settlement: Settlement::Release,
+                attempt: None,
+                transient: true,
+            };
         }
     };
-    let body = webhook::envelope(
-        d.event.webhook_type(),
-        now,
-        payload(app, p, &release, d.event),
-    );
+    let body = webhook::envelope_raw(d.event.webhook_type(), now, &data);
     let headers: Vec<(String, String)> = p
         .config
         .headers
@@ -409,26 +482,11 @@ async fn deliver(app: &App, p: &Partner, claim: Claim) {
         response: result.response.clone(),
         next_at,
     };
-    if let Err(e) = app.store.record_attempt(d.id, &attempt) {
-        warn!(delivery = %d.id, error = %e, "Could not record an attempt.");
-    }
-    let settled = match (outcome, next_at) {
-        ("delivered", _) => app.store.complete(&claim, done),
-        ("retry", Some(at)) => app.store.retry_at(&claim, at, &result.error, done),
-        _ => app.store.fail(&claim, &result.error, done),
+    let settlement = match (outcome, next_at) {
+        ("delivered", _) => Settlement::Delivered,
+        ("retry", Some(at)) => Settlement::RetryAt(at, result.error.clone()),
+        _ => Settlement::Failed(result.error.clone()),
     };
-    match settled {
-        // Durable before the partner's slot is given back: after a crash, only what was in
-        // flight (at most `concurrency` per partner) can be sent again.
-        Ok(_) => {
-            if let Err(e) = app.store.flush().await {
-                error!(delivery = %d.id, error = %e, "Could not flush a settled delivery.");
-            }
-        }
-        Err(e) => {
-            warn!(delivery = %d.id, error = %e, "Could not settle a delivery (its lease may have ended); it will be attempted again.")
-        }
-    }
     info!(partner = %p.config.id, delivery = %d.id, release = %d.release_id, event = d.event.as_str(),
           attempt = d.attempts, status = ?result.status, ms = attempt.duration_ms, outcome,
           error_class = %result.error_class, "Webhook attempt.");
@@ -447,6 +505,13 @@ async fn deliver(app: &App, p: &Partner, claim: Claim) {
             done,
             "the partner answered 410 Gone: it asks not to be called again",
         );
+    }
+    let transient = matches!(result.verdict, Verdict::Retry { .. });
+    Outcome {
+        claim,
+        settlement,
+        attempt: Some(attempt),
+        transient,
     }
 }
 

@@ -38,7 +38,7 @@ pub async fn run_publisher(app: Arc<App>, shutdown: CancellationToken) {
                     }
                     for r in &published {
                         app.feeds.release_changed(r);
-                        app.deliveries_changed.notify_one();
+                        app.deliveries_changed.notify_waiters();
                     }
                 }
             }

@@ -162,7 +162,7 @@ pub async fn recover(
         items.push(app.store.retry_delivery(d.id, actor, now)?);
     }
     app.store.flush().await?;
-    app.deliveries_changed.notify_one();
+    app.deliveries_changed.notify_waiters();
     tracing::info!(partner = %req.partner, %since, count = items.len(), actor, "Failed deliveries queued again.");
     Ok(Json(Recovered {
         count: items.len(),
@@ -253,6 +253,6 @@ pub async fn enable_partner(
         )));
     }
     app.store.flush().await?;
-    app.deliveries_changed.notify_one();
+    app.deliveries_changed.notify_waiters();
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
