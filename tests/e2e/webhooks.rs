@@ -481,13 +481,37 @@ async fn partners_get_signed_deliveries_with_retries_and_isolation() {
     )
     .await;
 
-    // Enabling the disabled partner sends what waited for it.
-    let r = api
-        .post("/api/v1/partners/gone/enable")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    // How the partners stand, then enabling the disabled one sends what waited for it.
+    let table = cli(&["deliveries", "partners"]);
+    let row = |id: &str| {
+        table
+            .lines()
+            .find(|l| l.starts_with(&format!("{id} ")))
+            .unwrap_or_else(|| panic!("no {id} in:\n{table}"))
+            .to_owned()
+    };
+    assert!(
+        row("gone").contains("disabled: the partner answered 410"),
+        "{table}"
+    );
+    assert!(row("h1").ends_with("enabled"), "{table}");
+    let (_, parts) = api.get_json("/api/v1/partners").await;
+    let down = parts["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "down")
+        .unwrap()
+        .clone();
+    assert!(
+        down["consecutive_failures"].as_u64().unwrap() >= 3,
+        "{down}"
+    );
+    assert_ne!(down["breaker"], "closed", "{down}");
+    assert_eq!(
+        cli(&["deliveries", "enable", "gone"]).trim(),
+        "gone: enabled"
+    );
     eventually(10, "the enabled partner was called again", || async {
         (count(&log, "gone") >= 2).then_some(())
     })

@@ -240,6 +240,20 @@ impl Store {
         }))
     }
 
+    /// How many deliveries `partner` has waiting or in flight.
+    pub fn partner_queue_depth(&self, partner: &str) -> Result<usize> {
+        let mut n = 0;
+        for k in self
+            .outbox
+            .scan_prefix(keys::partner_due_prefix(partner))
+            .keys()
+        {
+            k.map_err(StoreError::storage("reading a partner's queue"))?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Builds the per-partner due index from the delivery records, once, for a store made
     /// before it existed.
     pub(crate) fn index_partners(&self) -> Result<()> {

@@ -67,6 +67,10 @@ pub enum DeliveriesCommand {
     },
     /// Queue a delivery again now.
     Retry { id: String },
+    /// How every partner stands: disabled, breaker, queue.
+    Partners,
+    /// Enable a partner that was disabled (by a 410 or by days of failures).
+    Enable { partner: String },
     /// Queue again every delivery to a partner that failed since a time (after an outage).
     Recover {
         #[arg(long)]
@@ -341,6 +345,40 @@ pub async fn deliveries(client: &Client, cmd: DeliveriesCommand) -> anyhow::Resu
                 d["id"].as_str().unwrap_or("?"),
                 d["target"].as_str().unwrap_or("?")
             );
+            Ok(())
+        }
+        DeliveriesCommand::Partners => {
+            let (_, list) = client
+                .send(client.request(Method::GET, "/api/v1/partners"))
+                .await?;
+            println!(
+                "{:<24}  {:<12}  {:<9}  {:>6}  {:<25}  STATE",
+                "PARTNER", "FORMAT", "BREAKER", "QUEUED", "NEXT DUE"
+            );
+            for p in list["items"].as_array().into_iter().flatten() {
+                let state = match p["disabled"]["reason"].as_str() {
+                    Some(why) => format!("disabled: {why}"),
+                    None => "enabled".into(),
+                };
+                println!(
+                    "{:<24}  {:<12}  {:<9}  {:>6}  {:<25}  {state}",
+                    p["id"].as_str().unwrap_or(""),
+                    p["format"].as_str().unwrap_or(""),
+                    p["breaker"].as_str().unwrap_or(""),
+                    p["queued"].as_u64().unwrap_or(0),
+                    p["next_due"].as_str().unwrap_or("-"),
+                );
+            }
+            Ok(())
+        }
+        DeliveriesCommand::Enable { partner } => {
+            client
+                .send(client.request(
+                    Method::POST,
+                    &format!("/api/v1/partners/{}/enable", enc(&partner)),
+                ))
+                .await?;
+            println!("{partner}: enabled");
             Ok(())
         }
         DeliveriesCommand::Recover { partner, since } => {

@@ -31,8 +31,27 @@ const TICK: Duration = Duration::from_millis(250);
 /// A lease outlives the attempt's timeout by this much.
 const LEASE_MARGIN: chrono::Duration = chrono::Duration::seconds(30);
 
+/// How one partner stands.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct PartnerStatus {
+    pub id: String,
+    pub name: String,
+    pub format: String,
+    pub schedule: String,
+    /// Set while disabled: when and why.
+    pub disabled: Option<Disabled>,
+    /// `closed`, `open` (attempts paused) or `half_open` (a probe may go).
+    pub breaker: String,
+    pub consecutive_failures: u32,
+    pub failing_since: Option<DateTime<Utc>>,
+    /// Deliveries waiting or in flight.
+    pub queued: usize,
+    /// When the next one is due.
+    pub next_due: Option<DateTime<Utc>>,
+}
+
 /// The store record of a disabled partner (`partner-disabled:{id}`).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Disabled {
     pub at: DateTime<Utc>,
     pub reason: String,
@@ -146,6 +165,35 @@ impl Engine {
             worker: format!("webhooks-{}", std::process::id()),
             payloads: Mutex::default(),
         })
+    }
+
+    /// How every partner stands, for operators.
+    pub fn status(&self, app: &App) -> siar_store::Result<Vec<PartnerStatus>> {
+        let now = app.clock.now();
+        let mut out = Vec::new();
+        for p in self.partners.values() {
+            let b = p.lock_breaker();
+            let breaker = match b.open_until {
+                Some(until) if until > now => "open",
+                Some(_) => "half_open",
+                None => "closed",
+            };
+            let (failures, failing_since) = (b.consecutive_failures, b.failing_since);
+            drop(b);
+            out.push(PartnerStatus {
+                id: p.config.id.clone(),
+                name: p.config.name.clone(),
+                format: p.config.format.clone(),
+                schedule: p.config.schedule.clone(),
+                disabled: p.disabled.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+                breaker: breaker.into(),
+                consecutive_failures: failures,
+                failing_since,
+                queued: app.store.partner_queue_depth(&p.config.id)?,
+                next_due: app.store.next_due_for_partner(&p.config.id)?,
+            });
+        }
+        Ok(out)
     }
 
     /// Enables a partner disabled by a 410 or by days of failures.

@@ -256,3 +256,22 @@ pub async fn enable_partner(
     app.deliveries_changed.notify_waiters();
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
+
+#[derive(Serialize, ToSchema)]
+pub struct PartnerList {
+    items: Vec<crate::deliver::PartnerStatus>,
+}
+
+/// Every enabled partner in the configuration: disabled or not, its breaker, its queue.
+#[utoipa::path(
+    get, path = "/api/v1/partners", tag = "deliveries",
+    responses((status = 200, body = PartnerList), (status = 401, body = super::ErrorBody)),
+    security(("bearer" = []))
+)]
+pub async fn partners(State(app): State<Arc<App>>) -> Result<Json<PartnerList>, ApiError> {
+    let items = match app.webhooks.get() {
+        Some(engine) => engine.status(&app)?,
+        None => Vec::new(),
+    };
+    Ok(Json(PartnerList { items }))
+}

@@ -51,6 +51,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/deliveries/{id}/retry", post(deliveries::retry))
         .route("/deliveries/{id}/attempts", get(deliveries::attempts))
         .route("/deliveries/recover", post(deliveries::recover))
+        .route("/partners", get(deliveries::partners))
         .route("/partners/{id}/enable", post(deliveries::enable_partner))
         .route("/audit", get(releases::audit))
         .fallback(|| async { ApiError::not_found("no such API route") })

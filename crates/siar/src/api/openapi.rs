@@ -13,7 +13,7 @@ use utoipa::{Modify, OpenApi};
         super::releases::retract, super::releases::audit,
         super::deliveries::for_release, super::deliveries::list, super::deliveries::retry,
         super::deliveries::attempts, super::deliveries::enable_partner,
-        super::deliveries::recover,
+        super::deliveries::recover, super::deliveries::partners,
         super::health::healthz, super::health::readyz,
     ),
     modifiers(&Bearer)
