@@ -6,9 +6,9 @@
 //!   corrects or retracts the release that causes them (see `releases`), so a crash can
 //!   never leave a published release with no deliveries, or deliveries for an unpublished one.
 //! - **Nothing lost.** A delivery leaves the due index only when it is settled: delivered,
-//!   failed for good, or superseded. Claiming does not remove it; it moves it to the time its
-//!   lease ends. A worker that dies holding a lease therefore loses nothing: when the lease
-//!   ends the delivery is due again and the next claim takes it.
+//!   failed for good, or superseded. Claiming leaves it where it is (a claim costs no index
+//!   writes); claims skip it while its lease lives. A worker that dies holding a lease
+//!   therefore loses nothing: when the lease ends the next claim takes it.
 //! - **Few duplicates.** Only the holder of the current lease token may settle a delivery. A
 //!   delivery is sent twice only if a lease ended before its holder settled it (a crash, a hung
 //!   send): the in-flight bound. Every attempt carries the delivery's stable id so receivers can
@@ -22,7 +22,7 @@
 //!
 //! ```text
 //! D delivery_id                          → Delivery (JSON)
-//! Q queue:u8 at_ms:u64 delivery_id       → ()   pending at due_at; in flight at lease end
+//! Q queue:u8 at_ms:u64 delivery_id       → ()   pending or in flight, at due_at
 //! B release_id delivery_id               → ()   deliveries of a release
 //! T status:u8 delivery_id                → ()   deliveries by status
 //! U release_id version:u32 event:u8 target → delivery_id   one delivery per (version, event, target)
@@ -66,7 +66,7 @@ pub enum Settlement {
 pub struct QueueStats {
     /// Pending or in flight.
     pub depth: usize,
-    /// Of those, due now (or lease ended).
+    /// Of those, due now (in flight ones included).
     pub due_now: usize,
     pub oldest_due: Option<DateTime<Utc>>,
 }
@@ -224,7 +224,7 @@ impl Store {
         })
     }
 
-    /// When `partner`'s next delivery is due (or its earliest lease ends), if it has any.
+    /// When `partner`'s earliest delivery waiting or in flight was due, if it has any.
     pub fn next_due_for_partner(&self, partner: &str) -> Result<Option<DateTime<Utc>>> {
         let first = self
             .outbox

@@ -139,25 +139,41 @@ impl Tx<'_> {
     /// delivery is in the due index at `due_at`, an in-flight one at its lease's end, a
     /// settled one not at all.
     pub fn put_delivery(&self, old: Option<&Delivery>, new: &Delivery) -> TxResult<()> {
+        // Index entries that stay the same (a claim leaves a delivery at its due time) are
+        // neither removed nor written again.
+        let (old_due, new_due) = (old.and_then(due_key), due_key(new));
+        let (old_partner, new_partner) = (old.and_then(partner_due_key), partner_due_key(new));
         if let Some(old) = old {
-            if let Some(k) = due_key(old) {
-                self.out.remove(k)?;
+            if old_due != new_due {
+                if let Some(k) = &old_due {
+                    self.out.remove(k.as_slice())?;
+                }
             }
-            if let Some(k) = partner_due_key(old) {
-                self.out.remove(k)?;
+            if old_partner != new_partner {
+                if let Some(k) = &old_partner {
+                    self.out.remove(k.as_slice())?;
+                }
             }
-            self.out.remove(keys::by_status(old.status, old.id))?;
+            if old.status != new.status {
+                self.out.remove(keys::by_status(old.status, old.id))?;
+            }
         } else {
             self.out
                 .insert(keys::by_release(new.release_id, new.id), &[])?;
         }
-        if let Some(k) = due_key(new) {
-            self.out.insert(k, &[])?;
+        if old.is_none() || old_due != new_due {
+            if let Some(k) = due_key(new) {
+                self.out.insert(k, &[])?;
+            }
         }
-        if let Some(k) = partner_due_key(new) {
-            self.out.insert(k, &[])?;
+        if old.is_none() || old_partner != new_partner {
+            if let Some(k) = partner_due_key(new) {
+                self.out.insert(k, &[])?;
+            }
         }
-        self.out.insert(keys::by_status(new.status, new.id), &[])?;
+        if old.is_none_or(|o| o.status != new.status) {
+            self.out.insert(keys::by_status(new.status, new.id), &[])?;
+        }
         self.out.insert(keys::delivery(new.id), encode(new))?;
         Ok(())
     }
@@ -180,11 +196,9 @@ pub(crate) fn partner_due_key(d: &Delivery) -> Option<Vec<u8>> {
         return None;
     };
     match d.status {
-        DeliveryStatus::Pending => Some(keys::partner_due(p, d.due_at, d.id)),
-        DeliveryStatus::InFlight => d
-            .lease
-            .as_ref()
-            .map(|l| keys::partner_due(p, l.until, d.id)),
+        DeliveryStatus::Pending | DeliveryStatus::InFlight => {
+            Some(keys::partner_due(p, d.due_at, d.id))
+        }
         _ => None,
     }
 }
@@ -192,8 +206,8 @@ pub(crate) fn partner_due_key(d: &Delivery) -> Option<Vec<u8>> {
 pub(crate) fn due_key(d: &Delivery) -> Option<Vec<u8>> {
     let q = d.target.queue();
     match d.status {
-        DeliveryStatus::Pending => Some(keys::due(q, d.due_at, d.id)),
-        DeliveryStatus::InFlight => d.lease.as_ref().map(|l| keys::due(q, l.until, d.id)),
+        // In flight: still at its due time; a claim skips it while its lease lives.
+        DeliveryStatus::Pending | DeliveryStatus::InFlight => Some(keys::due(q, d.due_at, d.id)),
         _ => None,
     }
 }

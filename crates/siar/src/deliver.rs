@@ -287,8 +287,11 @@ async fn partner_worker(
             }
         };
         if claims.is_empty() {
+            // Nothing claimable: the next one is due later, or (due already) still leased.
             let wait = match app.store.next_due_for_partner(&id) {
-                Ok(Some(at)) => (at - app.clock.now()).to_std().unwrap_or_default(),
+                Ok(Some(at)) if at > app.clock.now() => {
+                    (at - app.clock.now()).to_std().unwrap_or_default()
+                }
                 _ => TICK,
             };
             if !pause(&app, &stop, wait).await {
