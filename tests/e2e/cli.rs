@@ -78,6 +78,46 @@ fn check_config_names_the_bad_key() {
         err.contains("feeds.items: must be between 1 and 1000"),
         "{err}"
     );
+
+    // Partners: bad keys named, and a secret the environment does not hold.
+    let partners = dir.path().join("partners.toml");
+    std::fs::write(
+        &partners,
+        "[[partners]]\nid = \"mc\"\nurl = \"ftp://mc\"\nformat = \"pdf\"\nschedule = \"kadang-kadang\"\nsecret_env = \"SIAR_TEST_NO_SUCH_SECRET\"\nheaders = { webhook-id = \"x\" }\nconcurrency = 0\n",
+    )
+    .unwrap();
+    let (ok, _, err) = siar(
+        dir.path(),
+        "",
+        &["--config", partners.to_str().unwrap(), "check-config"],
+    );
+    assert!(!ok);
+    for key in [
+        "partners[0].url",
+        "partners[0].format",
+        "partners[0].schedule",
+        "partners[0].headers",
+        "partners[0].concurrency",
+    ] {
+        assert!(err.contains(key), "{key} not named in: {err}");
+    }
+    std::fs::write(
+        &partners,
+        "[[partners]]\nid = \"mc\"\nurl = \"https://mc.example.id/hook\"\nformat = \"ninjs\"\nsecret_env = \"SIAR_TEST_NO_SUCH_SECRET\"\n",
+    )
+    .unwrap();
+    let (ok, _, err) = siar(
+        dir.path(),
+        "",
+        &["--config", partners.to_str().unwrap(), "check-config"],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains(
+            "partners[0].secret_env: the environment variable SIAR_TEST_NO_SUCH_SECRET is not set"
+        ),
+        "{err}"
+    );
 }
 
 #[tokio::test]
