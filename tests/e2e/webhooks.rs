@@ -615,3 +615,42 @@ async fn schedules_and_publish_at_are_kept() {
     drop(d);
     server.abort();
 }
+
+/// The days a failing partner has to recover before it is disabled are counted from its
+/// first failure, across restarts.
+#[tokio::test]
+async fn a_partners_failure_run_survives_a_restart() {
+    let log: Log = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new()
+        .route("/p/{name}", axum::routing::post(partner))
+        .with_state(log.clone());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("siar.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[partners]]\nid = \"down\"\nurl = \"{base}/p/down\"\nformat = \"ninjs\"\nsecret_env = \"S\"\nallow_private = true\nretry_schedule_secs = [0, 3600]\n"
+        ),
+    )
+    .unwrap();
+    let env = [("S", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")];
+    let d = Daemon::start_with(dir.path(), Some(&cfg), &env);
+    let (s, _) = d.client().post_text(release_text(9)).await;
+    assert_eq!(s, 201);
+    let since = eventually(10, "the first failure is recorded", || async {
+        let (_, v) = d.client().get_json("/api/v1/partners").await;
+        v["items"][0]["failing_since"].as_str().map(str::to_owned)
+    })
+    .await;
+    assert!(d.terminate().success());
+    let d = Daemon::start_with(dir.path(), Some(&cfg), &env);
+    let (_, v) = d.client().get_json("/api/v1/partners").await;
+    assert_eq!(v["items"][0]["failing_since"], since.as_str());
+    assert_eq!(v["items"][0]["queued"], 1, "{v}");
+    assert!(v["items"][0]["disabled"].is_null());
+    drop(d);
+    server.abort();
+}

@@ -61,6 +61,12 @@ fn disabled_key(id: &str) -> String {
     format!("partner-disabled:{id}")
 }
 
+/// When a partner's current run of failures began; kept in the store so a restart does not
+/// restart the count of days before it is disabled.
+fn failing_key(id: &str) -> String {
+    format!("partner-failing-since:{id}")
+}
+
 #[derive(Default)]
 struct Breaker {
     consecutive_failures: u32,
@@ -154,7 +160,10 @@ impl Engine {
                     config: p.clone(),
                     secrets: secrets.get(&p.id).cloned().unwrap_or_default(),
                     client,
-                    breaker: Mutex::default(),
+                    breaker: Mutex::new(Breaker {
+                        failing_since: app.store.meta_get(&failing_key(&p.id))?,
+                        ..Breaker::default()
+                    }),
                     recent: Mutex::default(),
                     disabled: Mutex::new(disabled),
                 }),
@@ -202,6 +211,7 @@ impl Engine {
             return Ok(false);
         };
         app.store.meta_remove(&disabled_key(id))?;
+        app.store.meta_remove(&failing_key(id))?;
         *p.disabled.lock().unwrap_or_else(|e| e.into_inner()) = None;
         *p.lock_breaker() = Breaker::default();
         info!(partner = %id, "Partner enabled by an operator.");
@@ -573,11 +583,27 @@ fn breaker_after(app: &App, p: &Partner, ok: bool, now: DateTime<Utc>) {
         if b.open_until.is_some() {
             info!(partner = %p.config.id, "Partner answers again; breaker closed.");
         }
+        let was_failing = b.failing_since.is_some();
         *b = Breaker::default();
+        drop(b);
+        if was_failing {
+            if let Err(e) = app.store.meta_remove(&failing_key(&p.config.id)) {
+                warn!(partner = %p.config.id, error = %e, "Could not clear a partner's failure record.");
+            }
+        }
         return;
     }
     b.consecutive_failures += 1;
-    let since = *b.failing_since.get_or_insert(now);
+    let since = match b.failing_since {
+        Some(t) => t,
+        None => {
+            b.failing_since = Some(now);
+            if let Err(e) = app.store.meta_put(&failing_key(&p.config.id), &now) {
+                warn!(partner = %p.config.id, error = %e, "Could not record when a partner began failing.");
+            }
+            now
+        }
+    };
     if b.consecutive_failures >= p.config.breaker_failures {
         let cool = chrono::Duration::seconds(p.config.breaker_cooldown_secs as i64);
         if b.open_until.is_none() {
