@@ -7,6 +7,7 @@
 //! changed ("Koreksi: …"). What readers see is in Bahasa Indonesia.
 
 mod atom;
+mod email;
 mod html;
 mod jsonfeed;
 mod ninjs;
@@ -18,6 +19,7 @@ use chrono_tz::Tz;
 use siar_model::{Release, ReleaseId};
 
 pub use self::atom::render as atom;
+pub use self::email::{message_id, release_email, subject, MailKind, MailList, Recipient};
 pub use self::html::{format_date, release_html, summary};
 pub use self::jsonfeed::render as json_feed;
 pub use self::ninjs::{ninjs, plain_text};

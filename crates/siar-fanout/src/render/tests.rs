@@ -529,3 +529,153 @@ fn radio_script_of_a_real_release() {
     assert!(r.withdrawn);
     assert!(r.script.contains("telah ditarik dan tidak boleh disiarkan"));
 }
+
+fn mail_list() -> MailList {
+    MailList {
+        id: "jurnalis".into(),
+        name: "Jurnalis \"Kalsel\"".into(),
+        from: "Diskominfo Kalsel <siaran@kalselprov.go.id>"
+            .parse()
+            .unwrap(),
+        reply_to: Some("humas@kalselprov.go.id".parse().unwrap()),
+        domain: "siaran.kalselprov.go.id".into(),
+    }
+}
+
+fn mail(r: &Release, kind: MailKind, to: &str) -> Vec<u8> {
+    let rc = Recipient {
+        address: to,
+        unsubscribe_url: "https://siaran.kalselprov.go.id/unsubscribe/tok.sig",
+        unsubscribe_mailto: Some("mailto:unsubscribe@kalselprov.go.id?subject=tok"),
+    };
+    release_email(
+        &ctx(),
+        &mail_list(),
+        r,
+        kind,
+        &rc,
+        std::time::SystemTime::now(),
+    )
+    .unwrap()
+    .formatted()
+}
+
+#[test]
+fn release_mail_read_back_by_mail_parser() {
+    let kpu = releases().into_iter().find(|r| r.slug == "kpu").unwrap();
+    let raw = mail(&kpu, MailKind::New, "wartawan@contoh.id");
+    let m = mail_parser::MessageParser::default().parse(&raw).unwrap();
+    assert_eq!(
+        m.subject(),
+        Some("KPU Kalsel Sambangi Diskominfo Kalsel Terkait Penyebarluasan Informasi")
+    );
+    let h = |name: &str| {
+        // Unfolded: long header lines may be folded on the wire.
+        m.header_raw(name)
+            .unwrap_or_else(|| panic!("no {name}"))
+            .replace("\r\n ", " ")
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(h("List-Unsubscribe-Post"), "List-Unsubscribe=One-Click");
+    assert_eq!(
+        h("List-Unsubscribe"),
+        "<https://siaran.kalselprov.go.id/unsubscribe/tok.sig>, <mailto:unsubscribe@kalselprov.go.id?subject=tok>"
+    );
+    assert_eq!(
+        h("List-Id"),
+        "\"Jurnalis 'Kalsel'\" <jurnalis.siaran.kalselprov.go.id>"
+    );
+    assert_eq!(h("Auto-Submitted"), "auto-generated");
+    assert_eq!(h("Precedence"), "bulk");
+    assert!(m.date().is_some());
+    let id = m.message_id().unwrap().to_owned();
+    assert!(id.starts_with(&format!("{}.v1.new.", kpu.id)), "{id}");
+    // Stable per (version, recipient); different per recipient.
+    let again = mail_parser::MessageParser::default()
+        .parse(&mail(&kpu, MailKind::New, "Wartawan@Contoh.id"))
+        .unwrap()
+        .message_id()
+        .unwrap()
+        .to_owned();
+    assert_eq!(again, id);
+    let other = mail_parser::MessageParser::default()
+        .parse(&mail(&kpu, MailKind::New, "redaksi@contoh.id"))
+        .unwrap()
+        .message_id()
+        .unwrap()
+        .to_owned();
+    assert_ne!(other, id);
+    // multipart/alternative: text then HTML, no attachments.
+    assert_eq!(m.text_body_count(), 1);
+    assert_eq!(m.html_body_count(), 1);
+    assert_eq!(m.attachment_count(), 0);
+    let text = m.body_text(0).unwrap();
+    assert!(
+        text.contains("BANJARBARU – Komisi Pemilihan Umum"),
+        "{text}"
+    );
+    assert!(text.contains("Foto: https://siaran.kalselprov.go.id/media/ab12cd.jpg"));
+    assert!(
+        text.contains("Berhenti berlangganan: https://siaran.kalselprov.go.id/unsubscribe/tok.sig")
+    );
+    let html = m.body_html(0).unwrap();
+    assert!(html.contains("<img"), "the photo by link");
+    assert!(html.contains("Berhenti berlangganan</a>"));
+}
+
+#[test]
+fn corrections_and_retractions_are_marked_and_titles_cannot_inject_headers() {
+    let corrected = releases()
+        .into_iter()
+        .find(|r| r.slug == "voli-koreksi")
+        .unwrap();
+    let m = mail(&corrected, MailKind::Correction, "a@contoh.id");
+    let m = mail_parser::MessageParser::default().parse(&m).unwrap();
+    assert!(m.subject().unwrap().starts_with("KOREKSI: "));
+    assert!(m
+        .body_text(0)
+        .unwrap()
+        .contains("Nama Wakapolda diperbaiki"));
+    assert!(m.message_id().unwrap().contains(".v2.correction."));
+    let retracted = releases()
+        .into_iter()
+        .find(|r| r.retraction.is_some())
+        .unwrap();
+    let m = mail(&retracted, MailKind::Retraction, "a@contoh.id");
+    let m = mail_parser::MessageParser::default().parse(&m).unwrap();
+    assert!(m.subject().unwrap().starts_with("DITARIK: "));
+    let text = m.body_text(0).unwrap();
+    assert!(text.contains("telah ditarik") && text.contains("Data keliru"));
+    assert!(
+        !text.contains("UNESCO"),
+        "a withdrawn text is not sent again"
+    );
+
+    let mut evil = corrected.clone();
+    evil.content.title = "Judul\r\nBcc: semua@contoh.id\r\nX-Evil: 1 ✓ ümlaut".into();
+    let raw = mail(&evil, MailKind::New, "a@contoh.id");
+    let m = mail_parser::MessageParser::default().parse(&raw).unwrap();
+    assert_eq!(
+        m.subject(),
+        Some("Judul Bcc: semua@contoh.id X-Evil: 1 ✓ ümlaut")
+    );
+    assert!(m.header_raw("Bcc").is_none() && m.header_raw("X-Evil").is_none());
+    // Non-ASCII subjects travel RFC 2047-encoded.
+    let head = String::from_utf8_lossy(&raw);
+    let subject_line = head.lines().find(|l| l.starts_with("Subject:")).unwrap();
+    assert!(subject_line.contains("=?utf-8?"), "{subject_line}");
+    assert!(release_email(
+        &ctx(),
+        &mail_list(),
+        &evil,
+        MailKind::New,
+        &Recipient {
+            address: "bukan alamat",
+            unsubscribe_url: "https://x/u",
+            unsubscribe_mailto: None
+        },
+        std::time::SystemTime::now()
+    )
+    .is_err());
+}

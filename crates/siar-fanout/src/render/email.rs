@@ -1,0 +1,234 @@
+//! A release as an email to one list recipient: multipart/alternative (text and HTML, the
+//! photo by link, no attachments), the bulk-sender headers Gmail and Yahoo require
+//! (`List-Unsubscribe` with one-click `List-Unsubscribe-Post`, `List-Id`), and a Message-ID
+//! stable per (release version, recipient) so a resend is recognisably the same message.
+//! Everything the reader sees is in Bahasa Indonesia.
+
+use std::fmt::Write as _;
+use std::time::SystemTime;
+
+use lettre::message::header::{ContentType, HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::Message;
+use sha2::{Digest, Sha256};
+use siar_model::Release;
+
+use super::{format_date, plain_text, release_html, FeedContext};
+
+/// Why a recipient gets this mail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MailKind {
+    /// The release, first time.
+    New,
+    /// A corrected version, to who got an earlier one.
+    Correction,
+    /// The release was withdrawn, to who got it.
+    Retraction,
+}
+
+/// The list a mail goes out for.
+#[derive(Clone, Debug)]
+pub struct MailList {
+    /// The list's id (`jurnalis`); with `domain`, the `List-Id`.
+    pub id: String,
+    pub name: String,
+    pub from: Mailbox,
+    pub reply_to: Option<Mailbox>,
+    /// Domain for `List-Id` and Message-IDs.
+    pub domain: String,
+}
+
+/// One recipient's links.
+#[derive(Clone, Debug)]
+pub struct Recipient<'a> {
+    pub address: &'a str,
+    /// HTTPS, with this recipient's signed token: one-click unsubscribe (RFC 8058).
+    pub unsubscribe_url: &'a str,
+    /// Optional `mailto:` alternative.
+    pub unsubscribe_mailto: Option<&'a str>,
+}
+
+/// A header line's text: one line, no control characters (so nothing can add a header).
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The subject: the title, marked for a correction or a withdrawal.
+pub fn subject(r: &Release, kind: MailKind) -> String {
+    let title = one_line(&r.content.title);
+    match kind {
+        MailKind::New => title,
+        MailKind::Correction => format!("KOREKSI: {title}"),
+        MailKind::Retraction => format!("DITARIK: {title}"),
+    }
+}
+
+/// `<release.vN.kind.recipient-hash@domain>`: the same for every attempt to send this
+/// version to this recipient.
+pub fn message_id(r: &Release, kind: MailKind, address: &str, domain: &str) -> String {
+    let who = Sha256::digest(address.trim().to_lowercase().as_bytes());
+    let kind = match kind {
+        MailKind::New => "new",
+        MailKind::Correction => "correction",
+        MailKind::Retraction => "retraction",
+    };
+    format!(
+        "<{}.v{}.{kind}.{}@{domain}>",
+        r.id,
+        r.version,
+        hex_prefix(&who, 12)
+    )
+}
+
+fn hex_prefix(bytes: &[u8], n: usize) -> String {
+    bytes.iter().take(n).fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn header(name: &'static str, value: String) -> HeaderValue {
+    HeaderValue::new(HeaderName::new_from_ascii_str(name), value)
+}
+
+fn notice(r: &Release, kind: MailKind) -> Option<String> {
+    match kind {
+        MailKind::New => None,
+        MailKind::Correction => Some(format!(
+            "Koreksi atas siaran pers yang kami kirim sebelumnya: {}",
+            r.correction_notes
+                .last()
+                .map(String::as_str)
+                .unwrap_or("isi diperbarui")
+        )),
+        MailKind::Retraction => Some(match &r.retraction {
+            Some(ret) => format!(
+                "Siaran pers ini telah ditarik. Mohon tidak digunakan. Alasan: {}",
+                ret.reason
+            ),
+            None => "Siaran pers ini telah ditarik. Mohon tidak digunakan.".into(),
+        }),
+    }
+}
+
+/// The message for one recipient, sent at `date`.
+pub fn release_email(
+    ctx: &FeedContext,
+    list: &MailList,
+    r: &Release,
+    kind: MailKind,
+    to: &Recipient<'_>,
+    date: SystemTime,
+) -> Result<Message, String> {
+    let to_box: Mailbox = to
+        .address
+        .parse()
+        .map_err(|e| format!("`{}` is not an email address: {e}", to.address))?;
+    let link = ctx.permalink(r);
+    let when = format_date(r.published_at.unwrap_or(r.publish_at), ctx.timezone);
+    let notice = notice(r, kind);
+
+    let mut text = String::new();
+    if let Some(n) = &notice {
+        let _ = writeln!(text, "{n}\n");
+    }
+    let _ = writeln!(text, "{}\n{when}\n", one_line(&r.content.title));
+    if kind != MailKind::Retraction {
+        let _ = writeln!(text, "{}\n", plain_text(r));
+        for a in r
+            .content
+            .attachments
+            .iter()
+            .filter(|a| a.media_type.starts_with("image/"))
+        {
+            let _ = writeln!(
+                text,
+                "Foto: {}{}",
+                ctx.absolute(&a.url),
+                a.caption
+                    .as_deref()
+                    .map(|c| format!(" ({c})"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    let _ = write!(
+        text,
+        "\nBaca di situs: {link}\n\n--\nAnda menerima surel ini karena berlangganan daftar \"{}\" dari {}.\nBerhenti berlangganan: {}\n",
+        list.name, ctx.publisher_name, to.unsubscribe_url
+    );
+
+    let esc = |s: &str| html_escape::encode_text(s).into_owned();
+    let mut html = String::from(
+        "<!DOCTYPE html><html lang=\"id\"><head><meta charset=\"utf-8\"></head><body>",
+    );
+    if let Some(n) = &notice {
+        let _ = write!(html, "<p><strong>{}</strong></p>", esc(n));
+    }
+    let _ = write!(
+        html,
+        "<h1>{}</h1><p>{}</p>",
+        esc(&one_line(&r.content.title)),
+        esc(&when)
+    );
+    if kind != MailKind::Retraction {
+        html.push_str(&release_html(ctx, r));
+    }
+    let _ = write!(
+        html,
+        "<p><a href=\"{}\">Baca di situs</a></p><hr><p style=\"font-size:small\">Anda menerima surel ini karena berlangganan daftar &ldquo;{}&rdquo; dari {}. <a href=\"{}\">Berhenti berlangganan</a></p></body></html>",
+        esc(&link),
+        esc(&list.name),
+        esc(&ctx.publisher_name),
+        esc(to.unsubscribe_url)
+    );
+
+    let mut unsubscribe = format!("<{}>", to.unsubscribe_url);
+    if let Some(m) = to.unsubscribe_mailto {
+        let _ = write!(unsubscribe, ", <{m}>");
+    }
+    let mut b = Message::builder()
+        .from(list.from.clone())
+        .to(to_box)
+        .subject(subject(r, kind))
+        .date(date)
+        .message_id(Some(message_id(r, kind, to.address, &list.domain)))
+        .raw_header(header(
+            "List-Id",
+            format!(
+                "\"{}\" <{}.{}>",
+                one_line(&list.name).replace('"', "'"),
+                list.id,
+                list.domain
+            ),
+        ))
+        .raw_header(header("List-Unsubscribe", unsubscribe))
+        .raw_header(header(
+            "List-Unsubscribe-Post",
+            "List-Unsubscribe=One-Click".into(),
+        ))
+        .raw_header(header("Auto-Submitted", "auto-generated".into()))
+        .raw_header(header("Precedence", "bulk".into()));
+    if let Some(r) = &list.reply_to {
+        b = b.reply_to(r.clone());
+    }
+    b.multipart(
+        MultiPart::alternative()
+            .singlepart(
+                SinglePart::builder()
+                    .header(ContentType::TEXT_PLAIN)
+                    .body(text),
+            )
+            .singlepart(
+                SinglePart::builder()
+                    .header(ContentType::TEXT_HTML)
+                    .body(html),
+            ),
+    )
+    .map_err(|e| format!("building the message: {e}"))
+}
