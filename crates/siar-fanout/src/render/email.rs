@@ -232,3 +232,54 @@ pub fn release_email(
     )
     .map_err(|e| format!("building the message: {e}"))
 }
+
+/// The headers a DKIM signature covers: what a receiver must be able to trust, the
+/// unsubscribe headers included (Gmail and Yahoo require them signed for one-click).
+pub const DKIM_SIGNED_HEADERS: [&str; 8] = [
+    "From",
+    "To",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "List-Id",
+    "List-Unsubscribe",
+    "List-Unsubscribe-Post",
+];
+
+/// A DKIM signer for `domain` with the key published at `selector._domainkey.domain`:
+/// `key` is an RSA private key in PKCS#1 PEM, or an Ed25519 key in base64.
+pub fn dkim_config(
+    selector: &str,
+    domain: &str,
+    key: &str,
+) -> Result<lettre::message::dkim::DkimConfig, String> {
+    use lettre::message::dkim::{
+        DkimCanonicalization, DkimCanonicalizationType, DkimConfig, DkimSigningAlgorithm,
+        DkimSigningKey,
+    };
+    let algorithm = if key.contains("BEGIN RSA PRIVATE KEY") {
+        DkimSigningAlgorithm::Rsa
+    } else if key.contains("BEGIN") {
+        return Err(
+            "the DKIM key must be RSA in PKCS#1 PEM (BEGIN RSA PRIVATE KEY) or Ed25519 in base64"
+                .into(),
+        );
+    } else {
+        DkimSigningAlgorithm::Ed25519
+    };
+    let signing = DkimSigningKey::new(key.trim(), algorithm)
+        .map_err(|e| format!("the DKIM key cannot be read: {e}"))?;
+    Ok(DkimConfig::new(
+        selector.to_owned(),
+        domain.to_owned(),
+        signing,
+        DKIM_SIGNED_HEADERS
+            .iter()
+            .map(|h| HeaderName::new_from_ascii_str(h))
+            .collect(),
+        DkimCanonicalization {
+            header: DkimCanonicalizationType::Relaxed,
+            body: DkimCanonicalizationType::Relaxed,
+        },
+    ))
+}

@@ -19,7 +19,10 @@ use chrono_tz::Tz;
 use siar_model::{Release, ReleaseId};
 
 pub use self::atom::render as atom;
-pub use self::email::{message_id, release_email, subject, MailKind, MailList, Recipient};
+pub use self::email::{
+    dkim_config, message_id, release_email, subject, MailKind, MailList, Recipient,
+    DKIM_SIGNED_HEADERS,
+};
 pub use self::html::{format_date, release_html, summary};
 pub use self::jsonfeed::render as json_feed;
 pub use self::ninjs::{ninjs, plain_text};
