@@ -543,6 +543,16 @@ http {{
         cc = h("cache-control"),
         link = h("link"),
     );
+    run_nginx(
+        dir,
+        &conf,
+        port,
+        format!("http://127.0.0.1:{port}/feeds/rss.xml"),
+    )
+}
+
+/// Starts nginx with `conf` in `dir` and waits until it accepts on `port`.
+fn run_nginx(dir: tempfile::TempDir, conf: &str, port: u16, url: String) -> anyhow::Result<Nginx> {
     let conf_path = dir.path().join("nginx.conf");
     std::fs::write(&conf_path, conf)?;
     let child = Command::new("nginx")
@@ -554,7 +564,6 @@ http {{
         .stderr(Stdio::null())
         .spawn()
         .context("starting nginx (apt-get install nginx)")?;
-    let url = format!("http://127.0.0.1:{port}/feeds/rss.xml");
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
             return Ok(Nginx {
@@ -692,33 +701,12 @@ http {{
         d = dir.path().display(),
         log = log.display(),
     );
-    let conf_path = dir.path().join("nginx.conf");
-    std::fs::write(&conf_path, conf)?;
-    let child = Command::new("nginx")
-        .arg("-c")
-        .arg(&conf_path)
-        .arg("-p")
-        .arg(dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting nginx (apt-get install nginx)")?;
     let base = format!("http://127.0.0.1:{port}");
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(Sink {
-                _nginx: Nginx {
-                    child,
-                    url: base.clone(),
-                    _dir: dir,
-                },
-                log,
-                base,
-            });
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    bail!("the nginx sink did not start")
+    Ok(Sink {
+        _nginx: run_nginx(dir, &conf, port, base.clone())?,
+        log,
+        base,
+    })
 }
 
 impl Sink {
@@ -854,38 +842,11 @@ async fn webhooks_siar(sink: &Sink) -> anyhow::Result<(Run, usize)> {
 
 /// The moment `after` from now: as RFC 3339 for siar, and as seconds since the epoch.
 fn chrono_now_plus(after: Duration) -> (String, f64) {
-    let t = std::time::SystemTime::now() + after;
-    let secs = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs_f64();
-    // Whole milliseconds, written out by hand: the harness has no date crate.
-    let ms = (secs * 1000.0) as i64;
-    let days = ms.div_euclid(86_400_000);
-    let rem = ms.rem_euclid(86_400_000);
-    let (y, m, d) = civil_from_days(days);
-    let s = format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3_600_000,
-        rem / 60_000 % 60,
-        rem / 1000 % 60,
-        rem % 1000
-    );
-    (s, ms as f64 / 1000.0)
-}
-
-/// Days since 1970-01-01 to (year, month, day) in the proleptic Gregorian calendar.
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    let t = chrono::Utc::now() + chrono::Duration::from_std(after).unwrap_or_default();
+    (
+        t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        t.timestamp_millis() as f64 / 1000.0,
+    )
 }
 
 /// wrk posting a JSON body of `body_len` bytes to the sink over 20 connections.

@@ -70,6 +70,17 @@ async fn partner(
     }
 }
 
+/// The scripted partners on 127.0.0.1: their base URL and the server task.
+async fn serve_partners(log: &Log) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new()
+        .route("/p/{name}", axum::routing::post(partner))
+        .with_state(log.clone());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (base, server)
+}
+
 fn config(base: &str, hole: &str, closed: &str) -> String {
     let mut c = String::new();
     let mut add = |id: &str, url: &str, extra: &str| {
@@ -145,12 +156,7 @@ fn received(log: &Log, name: &str) -> Vec<Received> {
 #[tokio::test]
 async fn partners_get_signed_deliveries_with_retries_and_isolation() {
     let log: Log = Arc::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = axum::Router::new()
-        .route("/p/{name}", axum::routing::post(partner))
-        .with_state(log.clone());
-    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (base, server) = serve_partners(&log).await;
     // A black hole: accepts connections and never answers.
     let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let hole_url = format!("http://{}/hook", hole.local_addr().unwrap());
@@ -543,12 +549,7 @@ fn standardwebhooks_headers(h: &HeaderMap) -> HeaderMap {
 #[tokio::test]
 async fn schedules_and_publish_at_are_kept() {
     let log: Log = Arc::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = axum::Router::new()
-        .route("/p/{name}", axum::routing::post(partner))
-        .with_state(log.clone());
-    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (base, server) = serve_partners(&log).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("siar.toml");
     std::fs::write(
@@ -621,12 +622,7 @@ async fn schedules_and_publish_at_are_kept() {
 #[tokio::test]
 async fn a_partners_failure_run_survives_a_restart() {
     let log: Log = Arc::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = axum::Router::new()
-        .route("/p/{name}", axum::routing::post(partner))
-        .with_state(log.clone());
-    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (base, server) = serve_partners(&log).await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("siar.toml");
     std::fs::write(
@@ -651,6 +647,49 @@ async fn a_partners_failure_run_survives_a_restart() {
     assert_eq!(v["items"][0]["failing_since"], since.as_str());
     assert_eq!(v["items"][0]["queued"], 1, "{v}");
     assert!(v["items"][0]["disabled"].is_null());
+    drop(d);
+    server.abort();
+}
+
+/// `rate_per_minute` caps a partner's attempts; the rest wait their turn.
+#[tokio::test]
+async fn a_partners_rate_limit_is_kept() {
+    let log: Log = Arc::default();
+    let (base, server) = serve_partners(&log).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("siar.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[partners]]\nid = \"slowly\"\nurl = \"{base}/p/slowly\"\nformat = \"ninjs\"\nsecret_env = \"S\"\nallow_private = true\nrate_per_minute = 2\n\n\
+             [[partners]]\nid = \"fast\"\nurl = \"{base}/p/fast\"\nformat = \"ninjs\"\nsecret_env = \"S\"\nallow_private = true\n"
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start_with(
+        dir.path(),
+        Some(&cfg),
+        &[("S", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")],
+    );
+    for n in 0..3 {
+        let (s, _) = d.client().post_text(release_text(n)).await;
+        assert_eq!(s, 201);
+    }
+    eventually(10, "the unlimited partner got all three", || async {
+        (count(&log, "fast") == 3).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(count(&log, "slowly"), 2, "two a minute");
+    let (_, v) = d.client().get_json("/api/v1/partners").await;
+    let slowly = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "slowly")
+        .unwrap()
+        .clone();
+    assert_eq!(slowly["queued"], 1, "{slowly}");
     drop(d);
     server.abort();
 }

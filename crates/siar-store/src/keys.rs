@@ -131,6 +131,14 @@ pub(crate) fn partner_due(partner: &str, at: DateTime<Utc>, id: DeliveryId) -> V
     cat(&[&partner_due_prefix(partner), &ms(at), &id.to_bytes()])
 }
 
+pub(crate) fn attempts_prefix(d: DeliveryId) -> Vec<u8> {
+    cat(&[b"A", &d.to_bytes()])
+}
+
+pub(crate) fn attempt(d: DeliveryId, n: u32) -> Vec<u8> {
+    cat(&[b"A", &d.to_bytes(), &n.to_be_bytes()])
+}
+
 pub(crate) fn by_release_prefix(r: ReleaseId) -> Vec<u8> {
     cat(&[b"B", &r.to_bytes()])
 }

@@ -324,10 +324,8 @@ impl Store {
                 }
                 tx.put_delivery(Some(&d), &n)?;
                 if let Some(a) = attempt {
-                    let mut k = b"A".to_vec();
-                    k.extend_from_slice(&id.to_bytes());
-                    k.extend_from_slice(&a.number.to_be_bytes());
-                    tx.out.insert(k, crate::encode(a))?;
+                    tx.out
+                        .insert(keys::attempt(id, a.number), crate::encode(a))?;
                 }
                 out.push(Ok(n));
             }
@@ -462,21 +460,16 @@ impl Store {
 
     /// Adds an attempt to a delivery's log.
     pub fn record_attempt(&self, id: DeliveryId, attempt: &Attempt) -> Result<()> {
-        let mut k = b"A".to_vec();
-        k.extend_from_slice(&id.to_bytes());
-        k.extend_from_slice(&attempt.number.to_be_bytes());
         self.outbox
-            .insert(k, crate::encode(attempt))
+            .insert(keys::attempt(id, attempt.number), crate::encode(attempt))
             .map_err(StoreError::storage("recording an attempt"))?;
         Ok(())
     }
 
     /// A delivery's attempts, first first.
     pub fn attempts(&self, id: DeliveryId) -> Result<Vec<Attempt>> {
-        let mut prefix = b"A".to_vec();
-        prefix.extend_from_slice(&id.to_bytes());
         self.outbox
-            .scan_prefix(prefix)
+            .scan_prefix(keys::attempts_prefix(id))
             .values()
             .map(|v| {
                 let v = v.map_err(StoreError::storage("reading attempts"))?;

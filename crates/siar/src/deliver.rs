@@ -316,13 +316,18 @@ async fn partner_worker(
         let mut pending = claims.into_iter();
         let mut running = tokio::task::JoinSet::new();
         let mut outcomes = Vec::new();
+        let mut rate_pause = None;
         let mut stopped_early = false;
         loop {
             while running.len() < p.config.concurrency && !stopped_early {
                 let Some(claim) = pending.next() else { break };
+                // Over the rate: settle what went out, give the rest back, and wait for a
+                // slot rather than hold sent deliveries unsettled.
                 if let Some(wait) = p.rate_wait(app.clock.now()) {
-                    tokio::time::sleep(wait).await;
-                    let _ = p.rate_wait(app.clock.now());
+                    outcomes.push((claim, Settlement::Release, None));
+                    rate_pause = Some(wait);
+                    stopped_early = true;
+                    break;
                 }
                 let (app, engine, p) = (app.clone(), engine.clone(), p.clone());
                 running.spawn(async move { deliver(&app, &engine, &p, claim).await });
@@ -362,6 +367,12 @@ async fn partner_worker(
         if let Err(e) = app.store.flush().await {
             error!(partner = %id, error = %e, "Could not flush settled deliveries.");
         }
+        if let Some(wait) = rate_pause {
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.cancelled() => return,
+            }
+        }
     }
 }
 
@@ -386,20 +397,16 @@ fn release_for(app: &App, d: &Delivery) -> siar_store::Result<Option<Release>> {
     Ok(Some(r))
 }
 
-fn payload(app: &App, p: &Partner, r: &Release, event: Event) -> serde_json::Value {
+/// The payload in `p`'s format. A retraction carries its notice (see [`release_for`]), so
+/// ninjs says `pubStatus: canceled` and the radio script says not to broadcast.
+fn payload(app: &App, p: &Partner, r: &Release) -> serde_json::Value {
     let ctx = crate::web::feeds::feed_context(app);
     match p.config.format.as_str() {
         "radio-script" => {
             serde_json::to_value(siar_fanout::render::radio_script(&ctx, r, p.config.words))
                 .unwrap_or_default()
         }
-        _ => {
-            let mut item = siar_fanout::render::ninjs(&ctx, r);
-            if event == Event::Retracted {
-                item["pubStatus"] = "canceled".into();
-            }
-            item
-        }
+        _ => siar_fanout::render::ninjs(&ctx, r),
     }
 }
 
@@ -427,7 +434,7 @@ fn cached_payload(
     let Some(release) = release_for(app, d)? else {
         return Ok(None);
     };
-    let v = Arc::new(serde_json::to_vec(&payload(app, p, &release, d.event)).unwrap_or_default());
+    let v = Arc::new(serde_json::to_vec(&payload(app, p, &release)).unwrap_or_default());
     let mut cache = engine.payloads.lock().unwrap_or_else(|e| e.into_inner());
     if cache.len() >= 512 {
         cache.clear();

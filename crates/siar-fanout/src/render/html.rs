@@ -9,7 +9,8 @@ use siar_model::{Attachment, Release};
 
 use super::FeedContext;
 
-const MONTHS: [&str; 12] = [
+/// Month names in Bahasa Indonesia, January first.
+pub(crate) const MONTHS: [&str; 12] = [
     "Januari",
     "Februari",
     "Maret",
@@ -24,7 +25,8 @@ const MONTHS: [&str; 12] = [
     "Desember",
 ];
 
-fn weekday(w: Weekday) -> &'static str {
+/// The weekday's name in Bahasa Indonesia.
+pub(crate) fn weekday(w: Weekday) -> &'static str {
     match w {
         Weekday::Mon => "Senin",
         Weekday::Tue => "Selasa",

@@ -14,6 +14,7 @@ use regex::{Captures, Regex};
 use serde::Serialize;
 use siar_model::Release;
 
+use super::html::{weekday, MONTHS};
 use super::FeedContext;
 
 /// Words an announcer reads in a minute.
@@ -36,25 +37,6 @@ pub struct RadioScript {
     /// True for a retracted release: the script says it must not be broadcast.
     pub withdrawn: bool,
 }
-
-const MONTHS: [&str; 12] = [
-    "Januari",
-    "Februari",
-    "Maret",
-    "April",
-    "Mei",
-    "Juni",
-    "Juli",
-    "Agustus",
-    "September",
-    "Oktober",
-    "November",
-    "Desember",
-];
-
-const WEEKDAYS: [&str; 7] = [
-    "Senin", "Selasa", "Rabu", "Kamis", "Jumat", "Sabtu", "Minggu",
-];
 
 fn re(pattern: &str) -> Regex {
     // The patterns are constants of this module, covered by its tests.
@@ -209,7 +191,7 @@ fn place_name(s: &str) -> String {
 fn spoken_date(d: NaiveDate) -> String {
     format!(
         "{} {} {}",
-        WEEKDAYS[d.weekday().num_days_from_monday() as usize],
+        weekday(d.weekday()),
         d.day(),
         MONTHS[d.month0() as usize]
     )
