@@ -15,5 +15,6 @@
 //! ```
 
 pub mod render;
+pub mod smtp;
 pub mod webhook;
 pub mod websub;

@@ -19,12 +19,14 @@
 mod delivery;
 mod ids;
 mod release;
+mod subscriber;
 pub mod text;
 
 pub use delivery::{
     Attempt, Delivery, DeliveryStatus, Event, Lease, Planned, Queue, Router, Target,
     TargetParseError,
 };
+pub use subscriber::{normalize_address, ConsentEvent, Subscriber, SubscriberStatus};
 pub use ids::{DeliveryId, IdParseError, ReleaseId};
 pub use release::{
     Attachment, AuditEntry, Category, CategoryError, EventDate, Provenance, Release,

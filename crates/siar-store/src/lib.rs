@@ -25,6 +25,7 @@
 
 mod flusher;
 mod keys;
+pub mod mail;
 mod media;
 pub mod outbox;
 mod record;
@@ -37,6 +38,10 @@ use std::path::Path;
 use serde::{de::DeserializeOwned, Serialize};
 use siar_model::{AuditEntry, DeliveryId, ReleaseId};
 
+pub use mail::{
+    ConfirmOutcome, ImportReport, ImportRow, JobItem, JobSource, MailJob, MailRow, RowCounts,
+    RowState, SubscribeOutcome, Suppression,
+};
 pub use media::{MediaStore, StoredMedia};
 pub use outbox::{Claim, QueueStats, Settlement};
 pub use releases::{Ingested, NewRelease, Page, PreparedRelease, ReleaseFilter};
@@ -84,6 +89,10 @@ pub struct Store {
     audit: sled::Tree,
     /// Undo records of staged writes in progress (see `staged`).
     intents: sled::Tree,
+    /// Subscribers, suppressions and mail send jobs (see [`mail`]).
+    mail: sled::Tree,
+    /// Serialises read-modify-write steps on subscribers.
+    subscribers_lock: std::sync::Arc<std::sync::Mutex<()>>,
     /// Serialises the steps that read a release's deliveries outside their transaction
     /// (publish, correct, retract), so two of them cannot plan from the same stale list.
     writer: std::sync::Arc<std::sync::Mutex<()>>,
@@ -112,6 +121,8 @@ impl Store {
             outbox: tree("outbox")?,
             audit: tree("audit")?,
             intents: tree("intents")?,
+            mail: tree("mail")?,
+            subscribers_lock: Default::default(),
             writer: Default::default(),
             flusher: std::sync::Arc::new(flusher::Flusher::start(db.clone()).map_err(|e| {
                 StoreError::Storage {
