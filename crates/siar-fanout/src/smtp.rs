@@ -23,6 +23,10 @@ use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter,
 use lettre::Address;
 use tokio::sync::Semaphore;
 
+pub use lettre::message::dkim::DkimConfig;
+pub use lettre::message;
+pub use lettre::message::Mailbox;
+
 /// How the relay is reached.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Tls {

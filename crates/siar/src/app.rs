@@ -35,6 +35,8 @@ pub struct App {
     pub deliveries_changed: Notify,
     /// The webhook engine, once started.
     pub webhooks: std::sync::OnceLock<Arc<crate::deliver::Engine>>,
+    /// The mail engine, once started.
+    pub mail: std::sync::OnceLock<Arc<crate::mail::Mailer>>,
     media: MediaStore,
 }
 
@@ -81,6 +83,7 @@ impl App {
             feeds: Default::default(),
             deliveries_changed: Notify::new(),
             webhooks: std::sync::OnceLock::new(),
+            mail: std::sync::OnceLock::new(),
         })
     }
 

@@ -108,6 +108,31 @@ pub struct Smtp {
     pub from: String,
     pub max_connections: usize,
     pub rate_per_second: u32,
+    /// Bound on one whole send (connecting included).
+    pub timeout_secs: u64,
+    /// Messages per SMTP session before it is closed and a fresh one opened.
+    pub rotate_after: u32,
+    /// The envelope sender (bounces go there). Empty: the address of `from`. With `{verp}`
+    /// in it (`bounces+{verp}@…`), each mail gets its own return path naming the recipient.
+    pub return_path: String,
+    /// Optional `mailto:` for `List-Unsubscribe`, beside the one-click HTTPS link.
+    pub unsubscribe_mailto: String,
+    /// DKIM: selector and domain; the key (RSA PKCS#1 PEM or Ed25519 base64) from the file
+    /// or the environment variable named. Empty selector: no signing.
+    pub dkim_selector: String,
+    pub dkim_domain: String,
+    pub dkim_key_file: String,
+    pub dkim_key_env: String,
+    /// Hours a confirmation link stays valid.
+    pub confirm_hours: u32,
+    /// Days after which a subscription never confirmed is deleted.
+    pub purge_unconfirmed_days: u32,
+    /// Subscribe requests allowed per address and per client IP per hour.
+    pub subscribe_per_address_per_hour: u32,
+    pub subscribe_per_ip_per_hour: u32,
+    /// Seconds to wait before retry 1, 2, …, after a 4xx or an unreachable relay; after the
+    /// last the recipient's mail fails for good.
+    pub retry_schedule_secs: Vec<u64>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -121,6 +146,11 @@ pub struct ListConfig {
     pub mode: String,
     #[serde(default)]
     pub categories: Vec<String>,
+    /// Overrides `smtp.from` for this list.
+    #[serde(default)]
+    pub from: String,
+    #[serde(default)]
+    pub reply_to: String,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -402,6 +432,46 @@ impl Config {
         if self.smtp.rate_per_second == 0 {
             err("smtp.rate_per_second".into(), "must be at least 1".into());
         }
+        if let Err(e) = siar_fanout::smtp::RelayConfig::from_url(&self.smtp.url) {
+            err("smtp.url".into(), e);
+        }
+        let mailbox = |key: String, v: &str, err: &mut dyn FnMut(String, String)| {
+            if !v.is_empty() && v.parse::<siar_fanout::smtp::Mailbox>().is_err() {
+                err(key, format!("`{v}` is not a mail address (`Name <user@domain>` or `user@domain`)"));
+            }
+        };
+        if self.smtp.from.is_empty() {
+            err("smtp.from".into(), "must be set".into());
+        }
+        mailbox("smtp.from".into(), &self.smtp.from, &mut err);
+        if !self.smtp.return_path.is_empty()
+            && siar_model::normalize_address(&self.smtp.return_path.replace("{verp}", "x")).is_err()
+        {
+            err(
+                "smtp.return_path".into(),
+                format!("`{}` is not an address (use `{{verp}}` in the local part for VERP)", self.smtp.return_path),
+            );
+        }
+        if !self.smtp.unsubscribe_mailto.is_empty()
+            && !self.smtp.unsubscribe_mailto.starts_with("mailto:")
+        {
+            err("smtp.unsubscribe_mailto".into(), "must start with mailto:".into());
+        }
+        if self.smtp.timeout_secs == 0 {
+            err("smtp.timeout_secs".into(), "must be at least 1".into());
+        }
+        if self.smtp.rotate_after == 0 {
+            err("smtp.rotate_after".into(), "must be at least 1".into());
+        }
+        if self.smtp.confirm_hours == 0 {
+            err("smtp.confirm_hours".into(), "must be at least 1".into());
+        }
+        if !self.smtp.dkim_selector.is_empty() {
+            match self.dkim() {
+                Ok(_) => {}
+                Err(e) => err("smtp.dkim_key_file".into(), e),
+            }
+        }
         let mut ids = std::collections::BTreeSet::new();
         for (i, l) in self.lists.iter().enumerate() {
             let key = |k: &str| format!("lists[{i}].{k}");
@@ -421,6 +491,8 @@ impl Config {
                     err(key("categories"), format!("`{c}` is not a category name"));
                 }
             }
+            mailbox(key("from"), &l.from, &mut err);
+            mailbox(key("reply_to"), &l.reply_to, &mut err);
         }
         let mut ids = std::collections::BTreeSet::new();
         for (i, p) in self.partners.iter().enumerate() {
@@ -495,6 +567,33 @@ impl Config {
             }
         }
         errs
+    }
+
+    /// The DKIM signer, when `smtp.dkim_selector` is set: the key from `dkim_key_file` or the
+    /// environment variable `dkim_key_env`.
+    pub fn dkim(&self) -> Result<Option<siar_fanout::smtp::DkimConfig>, String> {
+        let s = &self.smtp;
+        if s.dkim_selector.is_empty() {
+            return Ok(None);
+        }
+        let key = if !s.dkim_key_file.is_empty() {
+            std::fs::read_to_string(&s.dkim_key_file)
+                .map_err(|e| format!("cannot read the DKIM key {}: {e}", s.dkim_key_file))?
+        } else if !s.dkim_key_env.is_empty() {
+            std::env::var(&s.dkim_key_env)
+                .map_err(|_| format!("the environment variable {} (smtp.dkim_key_env) is not set", s.dkim_key_env))?
+        } else {
+            return Err("smtp.dkim_selector is set but neither dkim_key_file nor dkim_key_env".into());
+        };
+        let domain = if s.dkim_domain.is_empty() {
+            s.from
+                .parse::<siar_fanout::smtp::Mailbox>()
+                .map(|m| m.email.domain().to_owned())
+                .map_err(|e| format!("smtp.from: {e}"))?
+        } else {
+            s.dkim_domain.clone()
+        };
+        siar_fanout::render::dkim_config(&s.dkim_selector, &domain, &key).map(Some)
     }
 
     /// Each enabled partner's signing secrets, read from the environment variable its

@@ -28,6 +28,7 @@ pub mod scheduler;
 pub mod sources;
 pub mod web;
 pub mod writer;
+pub mod mail;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -78,6 +79,9 @@ pub async fn serve(
     let engine = Arc::new(deliver::Engine::new(&app).context("starting the webhook engine")?);
     let _ = app.webhooks.set(engine.clone());
     tasks.spawn(deliver::run(app.clone(), engine, stop.clone()));
+    let mailer = Arc::new(mail::Mailer::new(&app).context("starting the mail engine")?);
+    let _ = app.mail.set(mailer.clone());
+    tasks.spawn(mail::run(app.clone(), mailer, stop.clone()));
     let client = reqwest::Client::builder()
         .user_agent(concat!("siar/", env!("CARGO_PKG_VERSION")))
         .timeout(Duration::from_secs(30))

@@ -125,69 +125,244 @@ pub fn release_email(
     to: &Recipient<'_>,
     date: SystemTime,
 ) -> Result<Message, String> {
+    ReleaseMail::new(ctx, list, r, kind).message(to, date)
+}
+
+/// A release's mail for a whole list: the body rendered once, then one message per
+/// recipient with that recipient's address, links and Message-ID.
+#[derive(Clone, Debug)]
+pub struct ReleaseMail {
+    list: MailList,
+    publisher_name: String,
+    subject: String,
+    /// `<release.vN.kind.` — the Message-ID before the recipient's part.
+    id_stem: String,
+    text: String,
+    html: String,
+}
+
+impl ReleaseMail {
+    pub fn new(ctx: &FeedContext, list: &MailList, r: &Release, kind: MailKind) -> Self {
+        let link = ctx.permalink(r);
+        let when = format_date(r.published_at.unwrap_or(r.publish_at), ctx.timezone);
+        let notice = notice(r, kind);
+
+        let mut text = String::new();
+        if let Some(n) = &notice {
+            let _ = writeln!(text, "{n}\n");
+        }
+        let _ = writeln!(text, "{}\n{when}\n", one_line(&r.content.title));
+        if kind != MailKind::Retraction {
+            let _ = writeln!(text, "{}\n", plain_text(r));
+            for a in r
+                .content
+                .attachments
+                .iter()
+                .filter(|a| a.media_type.starts_with("image/"))
+            {
+                let _ = writeln!(
+                    text,
+                    "Foto: {}{}",
+                    ctx.absolute(&a.url),
+                    a.caption
+                        .as_deref()
+                        .map(|c| format!(" ({c})"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        let _ = write!(text, "\nBaca di situs: {link}\n");
+
+        let mut html = String::new();
+        if let Some(n) = &notice {
+            let _ = write!(html, "<p><strong>{}</strong></p>", esc(n));
+        }
+        let _ = write!(
+            html,
+            "<h1>{}</h1><p>{}</p>",
+            esc(&one_line(&r.content.title)),
+            esc(&when)
+        );
+        if kind != MailKind::Retraction {
+            html.push_str(&release_html(ctx, r));
+        }
+        let _ = write!(html, "<p><a href=\"{}\">Baca di situs</a></p>", esc(&link));
+        let full = message_id(r, kind, "", "");
+        let id_stem = full[..full.rfind('.').map_or(full.len(), |i| i + 1)].to_owned();
+        Self {
+            list: list.clone(),
+            publisher_name: ctx.publisher_name.clone(),
+            subject: subject(r, kind),
+            id_stem,
+            text,
+            html,
+        }
+    }
+
+    /// The message for one recipient, sent at `date`.
+    pub fn message(&self, to: &Recipient<'_>, date: SystemTime) -> Result<Message, String> {
+        let id = format!(
+            "{}{}@{}>",
+            self.id_stem,
+            recipient_hash(to.address),
+            self.list.domain
+        );
+        list_message(
+            &self.list,
+            &self.publisher_name,
+            &self.subject,
+            &id,
+            &self.text,
+            &self.html,
+            to,
+            date,
+        )
+    }
+}
+
+/// One entry of a digest.
+#[derive(Clone, Debug)]
+pub struct DigestEntry<'a> {
+    pub release: &'a Release,
+    pub kind: MailKind,
+}
+
+/// A digest for a whole list: every release since the last one, rendered once.
+#[derive(Clone, Debug)]
+pub struct DigestMail {
+    list: MailList,
+    publisher_name: String,
+    subject: String,
+    id_stem: String,
+    text: String,
+    html: String,
+}
+
+impl DigestMail {
+    /// `None` when there is nothing to send. `key` names this digest (stable across
+    /// attempts) in its Message-IDs.
+    pub fn new(
+        ctx: &FeedContext,
+        list: &MailList,
+        entries: &[DigestEntry<'_>],
+        key: &str,
+        date: chrono::DateTime<chrono::Utc>,
+    ) -> Option<Self> {
+        if entries.is_empty() {
+            return None;
+        }
+        let day = format_date(date, ctx.timezone);
+        let subject = format!(
+            "{}: {} siaran pers, {}",
+            one_line(&list.name),
+            entries.len(),
+            day.split(',').next().unwrap_or(&day).trim()
+        );
+        let mut text = format!(
+            "{} — ringkasan siaran pers {}\n\n",
+            one_line(&list.name),
+            ctx.publisher_short
+        );
+        let mut html = format!(
+            "<h1>{}</h1><p>Ringkasan siaran pers {}.</p>",
+            esc(&one_line(&list.name)),
+            esc(&ctx.publisher_short)
+        );
+        for e in entries {
+            let r = e.release;
+            let link = ctx.permalink(r);
+            let when = format_date(r.published_at.unwrap_or(r.publish_at), ctx.timezone);
+            let title = subject_for(r, e.kind);
+            let _ = writeln!(text, "* {title}\n  {when}");
+            let _ = write!(html, "<h2><a href=\"{}\">{}</a></h2><p>{}</p>", esc(&link), esc(&title), esc(&when));
+            if let Some(n) = notice(r, e.kind) {
+                let _ = writeln!(text, "  {n}");
+                let _ = write!(html, "<p><strong>{}</strong></p>", esc(&n));
+            }
+            if e.kind != MailKind::Retraction {
+                let summary = one_line(&super::summary(r));
+                if !summary.is_empty() {
+                    let _ = writeln!(text, "  {summary}");
+                    let _ = write!(html, "<p>{}</p>", esc(&summary));
+                }
+            }
+            let _ = writeln!(text, "  {link}\n");
+        }
+        Some(Self {
+            list: list.clone(),
+            publisher_name: ctx.publisher_name.clone(),
+            subject,
+            id_stem: format!("<digest.{key}."),
+            text,
+            html,
+        })
+    }
+
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    pub fn message(&self, to: &Recipient<'_>, date: SystemTime) -> Result<Message, String> {
+        let id = format!(
+            "{}{}@{}>",
+            self.id_stem,
+            recipient_hash(to.address),
+            self.list.domain
+        );
+        list_message(
+            &self.list,
+            &self.publisher_name,
+            &self.subject,
+            &id,
+            &self.text,
+            &self.html,
+            to,
+            date,
+        )
+    }
+}
+
+fn subject_for(r: &Release, kind: MailKind) -> String {
+    subject(r, kind)
+}
+
+fn esc(s: &str) -> String {
+    html_escape::encode_text(s).into_owned()
+}
+
+fn recipient_hash(address: &str) -> String {
+    hex_prefix(
+        &Sha256::digest(address.trim().to_lowercase().as_bytes()),
+        12,
+    )
+}
+
+/// A list mail: the shared body plus this recipient's footer and headers.
+#[allow(clippy::too_many_arguments)]
+fn list_message(
+    list: &MailList,
+    publisher_name: &str,
+    subject: &str,
+    message_id: &str,
+    text: &str,
+    html: &str,
+    to: &Recipient<'_>,
+    date: SystemTime,
+) -> Result<Message, String> {
     let to_box: Mailbox = to
         .address
         .parse()
         .map_err(|e| format!("`{}` is not an email address: {e}", to.address))?;
-    let link = ctx.permalink(r);
-    let when = format_date(r.published_at.unwrap_or(r.publish_at), ctx.timezone);
-    let notice = notice(r, kind);
-
-    let mut text = String::new();
-    if let Some(n) = &notice {
-        let _ = writeln!(text, "{n}\n");
-    }
-    let _ = writeln!(text, "{}\n{when}\n", one_line(&r.content.title));
-    if kind != MailKind::Retraction {
-        let _ = writeln!(text, "{}\n", plain_text(r));
-        for a in r
-            .content
-            .attachments
-            .iter()
-            .filter(|a| a.media_type.starts_with("image/"))
-        {
-            let _ = writeln!(
-                text,
-                "Foto: {}{}",
-                ctx.absolute(&a.url),
-                a.caption
-                    .as_deref()
-                    .map(|c| format!(" ({c})"))
-                    .unwrap_or_default()
-            );
-        }
-    }
-    let _ = write!(
-        text,
-        "\nBaca di situs: {link}\n\n--\nAnda menerima surel ini karena berlangganan daftar \"{}\" dari {}.\nBerhenti berlangganan: {}\n",
-        list.name, ctx.publisher_name, to.unsubscribe_url
+    let text = format!(
+        "{text}\n--\nAnda menerima surel ini karena berlangganan daftar \"{}\" dari {publisher_name}.\nBerhenti berlangganan: {}\n",
+        list.name, to.unsubscribe_url
     );
-
-    let esc = |s: &str| html_escape::encode_text(s).into_owned();
-    let mut html = String::from(
-        "<!DOCTYPE html><html lang=\"id\"><head><meta charset=\"utf-8\"></head><body>",
-    );
-    if let Some(n) = &notice {
-        let _ = write!(html, "<p><strong>{}</strong></p>", esc(n));
-    }
-    let _ = write!(
-        html,
-        "<h1>{}</h1><p>{}</p>",
-        esc(&one_line(&r.content.title)),
-        esc(&when)
-    );
-    if kind != MailKind::Retraction {
-        html.push_str(&release_html(ctx, r));
-    }
-    let _ = write!(
-        html,
-        "<p><a href=\"{}\">Baca di situs</a></p><hr><p style=\"font-size:small\">Anda menerima surel ini karena berlangganan daftar &ldquo;{}&rdquo; dari {}. <a href=\"{}\">Berhenti berlangganan</a></p></body></html>",
-        esc(&link),
+    let html = format!(
+        "<!DOCTYPE html><html lang=\"id\"><head><meta charset=\"utf-8\"></head><body>{html}<hr><p style=\"font-size:small\">Anda menerima surel ini karena berlangganan daftar &ldquo;{}&rdquo; dari {}. <a href=\"{}\">Berhenti berlangganan</a></p></body></html>",
         esc(&list.name),
-        esc(&ctx.publisher_name),
+        esc(publisher_name),
         esc(to.unsubscribe_url)
     );
-
     let mut unsubscribe = format!("<{}>", to.unsubscribe_url);
     if let Some(m) = to.unsubscribe_mailto {
         let _ = write!(unsubscribe, ", <{m}>");
@@ -195,9 +370,9 @@ pub fn release_email(
     let mut b = Message::builder()
         .from(list.from.clone())
         .to(to_box)
-        .subject(subject(r, kind))
+        .subject(subject)
         .date(date)
-        .message_id(Some(message_id(r, kind, to.address, &list.domain)))
+        .message_id(Some(message_id.to_owned()))
         .raw_header(header(
             "List-Id",
             format!(
@@ -231,6 +406,67 @@ pub fn release_email(
             ),
     )
     .map_err(|e| format!("building the message: {e}"))
+}
+
+/// The mail that asks a would-be subscriber to confirm (double opt-in). Not a list mail: it
+/// goes to one address, once, because someone asked.
+pub fn confirmation_email(
+    ctx: &FeedContext,
+    list: &MailList,
+    to: &str,
+    confirm_url: &str,
+    valid_hours: u32,
+    date: SystemTime,
+) -> Result<Message, String> {
+    let to_box: Mailbox = to
+        .parse()
+        .map_err(|e| format!("`{to}` is not an email address: {e}"))?;
+    let name = one_line(&list.name);
+    let text = format!(
+        "Halo,\n\nSeseorang (semoga Anda) meminta alamat ini didaftarkan ke daftar surel \"{name}\" dari {}.\n\nUntuk memastikan, buka tautan berikut dan tekan tombol \"Konfirmasi\":\n{confirm_url}\n\nTautan berlaku {valid_hours} jam. Jika Anda tidak memintanya, abaikan surel ini: alamat Anda tidak akan didaftarkan.\n",
+        ctx.publisher_name
+    );
+    let html = format!(
+        "<!DOCTYPE html><html lang=\"id\"><head><meta charset=\"utf-8\"></head><body><p>Halo,</p><p>Seseorang (semoga Anda) meminta alamat ini didaftarkan ke daftar surel &ldquo;{}&rdquo; dari {}.</p><p><a href=\"{}\">Konfirmasi langganan</a></p><p>Tautan berlaku {valid_hours} jam. Jika Anda tidak memintanya, abaikan surel ini: alamat Anda tidak akan didaftarkan.</p></body></html>",
+        esc(&name),
+        esc(&ctx.publisher_name),
+        esc(confirm_url)
+    );
+    let mut b = Message::builder()
+        .from(list.from.clone())
+        .to(to_box)
+        .subject(format!("Konfirmasi langganan: {name}"))
+        .date(date)
+        .message_id(Some(format!(
+            "<confirm.{}.{}@{}>",
+            ulid_like(date),
+            recipient_hash(to),
+            list.domain
+        )))
+        .raw_header(header("Auto-Submitted", "auto-generated".into()));
+    if let Some(r) = &list.reply_to {
+        b = b.reply_to(r.clone());
+    }
+    b.multipart(
+        MultiPart::alternative()
+            .singlepart(
+                SinglePart::builder()
+                    .header(ContentType::TEXT_PLAIN)
+                    .body(text),
+            )
+            .singlepart(
+                SinglePart::builder()
+                    .header(ContentType::TEXT_HTML)
+                    .body(html),
+            ),
+    )
+    .map_err(|e| format!("building the message: {e}"))
+}
+
+fn ulid_like(date: SystemTime) -> u128 {
+    date.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
 }
 
 /// The headers a DKIM signature covers: what a receiver must be able to trust, the
