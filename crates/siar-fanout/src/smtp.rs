@@ -23,8 +23,8 @@ use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter,
 use lettre::Address;
 use tokio::sync::Semaphore;
 
-pub use lettre::message::dkim::DkimConfig;
 pub use lettre::message;
+pub use lettre::message::dkim::DkimConfig;
 pub use lettre::message::Mailbox;
 
 /// How the relay is reached.
@@ -71,7 +71,11 @@ impl RelayConfig {
             None => tls,
             Some(v) if v == "required" && tls == Tls::Opportunistic => Tls::Required,
             Some(v) if v == "none" && tls == Tls::Opportunistic => Tls::None,
-            Some(v) => return Err(format!("tls={v} is not `required` or `none` (smtp:// only)")),
+            Some(v) => {
+                return Err(format!(
+                    "tls={v} is not `required` or `none` (smtp:// only)"
+                ))
+            }
         };
         let host = u
             .host_str()
@@ -402,7 +406,9 @@ impl Relay {
     }
 
     async fn connect(&self) -> Result<Session, Failure> {
-        self.open_session().await.map_err(|e| Failure::from_lettre(Stage::Connect, &e))?
+        self.open_session()
+            .await
+            .map_err(|e| Failure::from_lettre(Stage::Connect, &e))?
     }
 
     async fn open_session(
@@ -484,7 +490,10 @@ mod tests {
     #[test]
     fn relay_urls() {
         let c = RelayConfig::from_url("smtp://127.0.0.1:2525").unwrap();
-        assert_eq!((c.host.as_str(), c.port, c.tls), ("127.0.0.1", 2525, Tls::Opportunistic));
+        assert_eq!(
+            (c.host.as_str(), c.port, c.tls),
+            ("127.0.0.1", 2525, Tls::Opportunistic)
+        );
         assert!(c.credentials.is_none());
         let c = RelayConfig::from_url("smtps://siar:p%40ss@relay.kalselprov.go.id").unwrap();
         assert_eq!((c.port, c.tls.clone()), (465, Tls::Wrapper));

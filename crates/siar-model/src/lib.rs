@@ -26,9 +26,9 @@ pub use delivery::{
     Attempt, Delivery, DeliveryStatus, Event, Lease, Planned, Queue, Router, Target,
     TargetParseError,
 };
-pub use subscriber::{normalize_address, ConsentEvent, Subscriber, SubscriberStatus};
 pub use ids::{DeliveryId, IdParseError, ReleaseId};
 pub use release::{
     Attachment, AuditEntry, Category, CategoryError, EventDate, Provenance, Release,
     ReleaseContent, Retraction, Source, Status, Version, Warning, YearSource,
 };
+pub use subscriber::{normalize_address, ConsentEvent, Subscriber, SubscriberStatus};

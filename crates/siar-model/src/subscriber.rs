@@ -71,7 +71,9 @@ pub fn normalize_address(input: &str) -> Result<String, String> {
     if a.len() > 254 {
         return Err(format!("`{shown}…` is longer than 254 characters"));
     }
-    if a.chars().any(|c| c.is_control() || c.is_whitespace() || "<>,;:\"()[]\\".contains(c)) {
+    if a.chars()
+        .any(|c| c.is_control() || c.is_whitespace() || "<>,;:\"()[]\\".contains(c))
+    {
         return Err(format!("`{shown}` is not an email address"));
     }
     let Some((local, domain)) = a.rsplit_once('@') else {

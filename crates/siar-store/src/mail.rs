@@ -26,9 +26,7 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use siar_model::{
-    ConsentEvent, DeliveryId, Event, ReleaseId, Subscriber, SubscriberStatus,
-};
+use siar_model::{ConsentEvent, DeliveryId, Event, ReleaseId, Subscriber, SubscriberStatus};
 
 use crate::{decode, encode, Result, Store, StoreError};
 
@@ -213,7 +211,9 @@ fn row_key(job: DeliveryId, seq: u32) -> Vec<u8> {
     cat(&[&rows_prefix(job), &seq.to_be_bytes()])
 }
 fn trailing_seq(k: &[u8]) -> Option<u32> {
-    Some(u32::from_be_bytes(k.get(k.len().checked_sub(4)?..)?.try_into().ok()?))
+    Some(u32::from_be_bytes(
+        k.get(k.len().checked_sub(4)?..)?.try_into().ok()?,
+    ))
 }
 fn trailing_id(k: &[u8]) -> Option<DeliveryId> {
     let tail: [u8; 16] = k.get(k.len().checked_sub(16)?..)?.try_into().ok()?;
@@ -367,14 +367,15 @@ impl Store {
         let mut lists = Vec::new();
         for k in self.mail.scan_prefix(b"S").keys() {
             let k = k.map_err(st("reading subscribers"))?;
-            if k.ends_with(address.as_bytes()) && k.get(k.len() - address.len() - 1) == Some(&0)
-            {
-                lists.push(String::from_utf8_lossy(&k[1..k.len() - address.len() - 1]).into_owned());
+            if k.ends_with(address.as_bytes()) && k.get(k.len() - address.len() - 1) == Some(&0) {
+                lists
+                    .push(String::from_utf8_lossy(&k[1..k.len() - address.len() - 1]).into_owned());
             }
         }
         for list in lists {
             if let Some(mut s) = self.subscriber(&list, address)? {
-                if s.status == SubscriberStatus::Confirmed || s.status == SubscriberStatus::Pending {
+                if s.status == SubscriberStatus::Confirmed || s.status == SubscriberStatus::Pending
+                {
                     s.status = SubscriberStatus::Bounced;
                     s.left_at = Some(now);
                     s.history.push(ConsentEvent {
@@ -599,7 +600,11 @@ impl Store {
     /// The jobs that mailed `release` on `list`, oldest first.
     pub fn jobs_for_release(&self, release: ReleaseId, list: &str) -> Result<Vec<MailJob>> {
         let mut out = Vec::new();
-        for k in self.mail.scan_prefix(release_jobs_prefix(release, list)).keys() {
+        for k in self
+            .mail
+            .scan_prefix(release_jobs_prefix(release, list))
+            .keys()
+        {
             let k = k.map_err(st("reading jobs"))?;
             if let Some(id) = trailing_id(&k) {
                 out.extend(self.job(id)?);
@@ -699,7 +704,9 @@ impl Store {
         for (seq, row) in rows {
             batch.insert(row_key(job, *seq), encode(row));
         }
-        self.mail.apply_batch(batch).map_err(st("settling mail rows"))
+        self.mail
+            .apply_batch(batch)
+            .map_err(st("settling mail rows"))
     }
 
     /// A job's rows from `from` on, up to `limit`, optionally only those in `state`.

@@ -463,3 +463,183 @@ pub fn parse_file(config: &Config, file: &Path, format: Option<&str>) -> anyhow:
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }
+
+#[derive(Subcommand)]
+pub enum SubscribersCommand {
+    /// Add the addresses in a CSV file (the first column, or a column named email, address
+    /// or surel) to a list: as pending (nobody is mailed until they confirm through the site),
+    /// or with --confirmed and --source as already confirmed.
+    Import {
+        csv: std::path::PathBuf,
+        #[arg(long)]
+        list: String,
+        /// They already consented elsewhere: no confirmation needed. Requires --source.
+        #[arg(long, requires = "source")]
+        confirmed: bool,
+        /// On what grounds (kept in each subscriber's consent trail), e.g. "daftar hadir
+        /// konferensi pers 2026-11-02, persetujuan tertulis".
+        #[arg(long)]
+        source: Option<String>,
+    },
+    /// Write a list's subscribers as CSV on stdout (every status, with the consent trail).
+    Export {
+        #[arg(long)]
+        list: String,
+    },
+}
+
+/// Addresses per import request.
+const IMPORT_BATCH: usize = 5_000;
+
+fn read_addresses(path: &Path) -> anyhow::Result<Vec<(u64, String)>> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_path(path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    let mut column = 0;
+    let mut out = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let line = i as u64 + 1;
+        let record =
+            record.with_context(|| format!("{}: line {line} is not CSV", path.display()))?;
+        if i == 0 && !record.iter().any(|f| f.contains('@')) {
+            // A header row: find the address column.
+            column = record
+                .iter()
+                .position(|f| {
+                    matches!(
+                        f.to_lowercase().as_str(),
+                        "email" | "e-mail" | "address" | "surel" | "alamat surel"
+                    )
+                })
+                .unwrap_or(0);
+            continue;
+        }
+        let Some(field) = record.get(column) else {
+            continue;
+        };
+        if !field.is_empty() {
+            out.push((line, field.to_owned()));
+        }
+    }
+    Ok(out)
+}
+
+pub async fn subscribers(client: &Client, cmd: SubscribersCommand) -> anyhow::Result<()> {
+    use reqwest::Method;
+    match cmd {
+        SubscribersCommand::Import {
+            csv,
+            list,
+            confirmed,
+            source,
+        } => {
+            let rows = read_addresses(&csv)?;
+            let bar = indicatif::ProgressBar::new(rows.len() as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} addresses ({per_sec}, {eta} left)",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            let (mut added, mut unchanged, mut suppressed) = (0u64, 0u64, 0u64);
+            let mut invalid = Vec::new();
+            for batch in rows.chunks(IMPORT_BATCH) {
+                let body = serde_json::json!({
+                    "addresses": batch.iter().map(|(_, a)| a).collect::<Vec<_>>(),
+                    "confirmed": confirmed,
+                    "source": source,
+                });
+                let (_, r) = client
+                    .send(
+                        client
+                            .request(
+                                Method::POST,
+                                &format!("/api/v1/lists/{}/subscribers", enc(&list)),
+                            )
+                            .json(&body),
+                    )
+                    .await?;
+                added += r["added"].as_u64().unwrap_or(0);
+                unchanged += r["unchanged"].as_u64().unwrap_or(0);
+                suppressed += r["suppressed"].as_u64().unwrap_or(0);
+                for bad in r["invalid"].as_array().into_iter().flatten() {
+                    let idx = bad["index"].as_u64().unwrap_or(0) as usize;
+                    if let Some((line, addr)) = batch.get(idx) {
+                        invalid.push(format!(
+                            "  line {line}: `{addr}`: {}",
+                            bad["error"].as_str().unwrap_or("invalid")
+                        ));
+                    }
+                }
+                bar.inc(batch.len() as u64);
+            }
+            bar.finish_and_clear();
+            println!(
+                "{list}: {added} added{}, {unchanged} already there, {suppressed} suppressed (bounced), {} invalid",
+                if confirmed { " as confirmed" } else { " as pending" },
+                invalid.len()
+            );
+            for line in invalid.iter().take(50) {
+                println!("{line}");
+            }
+            if invalid.len() > 50 {
+                println!("  … and {} more", invalid.len() - 50);
+            }
+            Ok(())
+        }
+        SubscribersCommand::Export { list } => {
+            let mut out = csv::Writer::from_writer(std::io::stdout().lock());
+            out.write_record([
+                "address",
+                "status",
+                "created_at",
+                "confirmed_at",
+                "left_at",
+                "consent",
+            ])?;
+            let bar = indicatif::ProgressBar::new_spinner();
+            let mut after: Option<String> = None;
+            loop {
+                let mut path = format!("/api/v1/lists/{}/subscribers?limit=10000", enc(&list));
+                if let Some(a) = &after {
+                    path.push_str(&format!("&after={}", enc(a)));
+                }
+                let (_, page) = client.send(client.request(Method::GET, &path)).await?;
+                for s in page["items"].as_array().into_iter().flatten() {
+                    let consent: Vec<String> = s["history"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|e| {
+                            format!(
+                                "{} {} ({})",
+                                e["at"].as_str().unwrap_or(""),
+                                e["action"].as_str().unwrap_or(""),
+                                e["source"].as_str().unwrap_or("")
+                            )
+                        })
+                        .collect();
+                    out.write_record([
+                        s["address"].as_str().unwrap_or(""),
+                        s["status"].as_str().unwrap_or(""),
+                        s["created_at"].as_str().unwrap_or(""),
+                        s["confirmed_at"].as_str().unwrap_or(""),
+                        s["left_at"].as_str().unwrap_or(""),
+                        &consent.join("; "),
+                    ])?;
+                    bar.inc(1);
+                }
+                match page["next"].as_str() {
+                    Some(n) => after = Some(n.to_owned()),
+                    None => break,
+                }
+            }
+            out.flush()?;
+            bar.finish_and_clear();
+            Ok(())
+        }
+    }
+}

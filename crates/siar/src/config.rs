@@ -437,7 +437,10 @@ impl Config {
         }
         let mailbox = |key: String, v: &str, err: &mut dyn FnMut(String, String)| {
             if !v.is_empty() && v.parse::<siar_fanout::smtp::Mailbox>().is_err() {
-                err(key, format!("`{v}` is not a mail address (`Name <user@domain>` or `user@domain`)"));
+                err(
+                    key,
+                    format!("`{v}` is not a mail address (`Name <user@domain>` or `user@domain`)"),
+                );
             }
         };
         if self.smtp.from.is_empty() {
@@ -449,13 +452,19 @@ impl Config {
         {
             err(
                 "smtp.return_path".into(),
-                format!("`{}` is not an address (use `{{verp}}` in the local part for VERP)", self.smtp.return_path),
+                format!(
+                    "`{}` is not an address (use `{{verp}}` in the local part for VERP)",
+                    self.smtp.return_path
+                ),
             );
         }
         if !self.smtp.unsubscribe_mailto.is_empty()
             && !self.smtp.unsubscribe_mailto.starts_with("mailto:")
         {
-            err("smtp.unsubscribe_mailto".into(), "must start with mailto:".into());
+            err(
+                "smtp.unsubscribe_mailto".into(),
+                "must start with mailto:".into(),
+            );
         }
         if self.smtp.timeout_secs == 0 {
             err("smtp.timeout_secs".into(), "must be at least 1".into());
@@ -580,10 +589,16 @@ impl Config {
             std::fs::read_to_string(&s.dkim_key_file)
                 .map_err(|e| format!("cannot read the DKIM key {}: {e}", s.dkim_key_file))?
         } else if !s.dkim_key_env.is_empty() {
-            std::env::var(&s.dkim_key_env)
-                .map_err(|_| format!("the environment variable {} (smtp.dkim_key_env) is not set", s.dkim_key_env))?
+            std::env::var(&s.dkim_key_env).map_err(|_| {
+                format!(
+                    "the environment variable {} (smtp.dkim_key_env) is not set",
+                    s.dkim_key_env
+                )
+            })?
         } else {
-            return Err("smtp.dkim_selector is set but neither dkim_key_file nor dkim_key_env".into());
+            return Err(
+                "smtp.dkim_selector is set but neither dkim_key_file nor dkim_key_env".into(),
+            );
         };
         let domain = if s.dkim_domain.is_empty() {
             s.from

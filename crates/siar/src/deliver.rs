@@ -644,6 +644,23 @@ fn disable(app: &App, p: &Partner, now: DateTime<Utc>, reason: &str) {
     }
     *p.disabled.lock().unwrap_or_else(|e| e.into_inner()) = Some(record);
     error!(partner = %p.config.id, reason, "Partner disabled: its deliveries wait until an operator enables it (POST /api/v1/partners/{{id}}/enable).");
+    if let Some(mailer) = app.mail.get() {
+        let name = if p.config.name.is_empty() {
+            &p.config.id
+        } else {
+            &p.config.name
+        };
+        mailer.notify_ops(
+            app,
+            &format!("partner {} disabled", p.config.id),
+            &format!(
+                "siar disabled the partner {name} ({id}, {url}) at {now}.\n\nReason: {reason}\n\nIts deliveries are kept and wait. When the partner is fixed, enable it:\n\n    siar deliveries enable {id}\n\nor POST /api/v1/partners/{id}/enable.\n",
+                id = p.config.id,
+                url = p.config.url,
+                now = now.to_rfc3339(),
+            ),
+        );
+    }
 }
 
 #[cfg(test)]

@@ -187,7 +187,12 @@ async fn shard(
             }
         };
         let (app, router) = (app.clone(), router.clone());
-        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let peer = stream.peer_addr().ok();
+        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+            if let Some(peer) = peer {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+            }
             let fast = crate::web::feeds::answer(&app, &req);
             let router = router.clone();
             async move {

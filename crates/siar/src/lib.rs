@@ -22,13 +22,13 @@ pub mod clock;
 pub mod config;
 pub mod deliver;
 pub mod http;
+pub mod mail;
 pub mod routing;
 pub mod schedule;
 pub mod scheduler;
 pub mod sources;
 pub mod web;
 pub mod writer;
-pub mod mail;
 
 use std::future::Future;
 use std::sync::Arc;

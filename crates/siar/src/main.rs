@@ -58,6 +58,9 @@ enum Command {
     /// The delivery outbox, through the running daemon's API.
     #[command(subcommand)]
     Deliveries(cli::DeliveriesCommand),
+    /// Mailing-list subscribers, through the running daemon's API.
+    #[command(subcommand)]
+    Subscribers(cli::SubscribersCommand),
 }
 
 fn main() {
@@ -145,6 +148,11 @@ fn run(args: Args) -> anyhow::Result<()> {
             let config = load_config(args.config.as_deref())?;
             let client = cli::Client::new(&config, args.url.as_deref())?;
             rt.block_on(cli::deliveries(&client, cmd))
+        }
+        Command::Subscribers(cmd) => {
+            let config = load_config(args.config.as_deref())?;
+            let client = cli::Client::new(&config, args.url.as_deref())?;
+            rt.block_on(cli::subscribers(&client, cmd))
         }
     }
 }

@@ -274,7 +274,13 @@ impl DigestMail {
             let when = format_date(r.published_at.unwrap_or(r.publish_at), ctx.timezone);
             let title = subject_for(r, e.kind);
             let _ = writeln!(text, "* {title}\n  {when}");
-            let _ = write!(html, "<h2><a href=\"{}\">{}</a></h2><p>{}</p>", esc(&link), esc(&title), esc(&when));
+            let _ = write!(
+                html,
+                "<h2><a href=\"{}\">{}</a></h2><p>{}</p>",
+                esc(&link),
+                esc(&title),
+                esc(&when)
+            );
             if let Some(n) = notice(r, e.kind) {
                 let _ = writeln!(text, "  {n}");
                 let _ = write!(html, "<p><strong>{}</strong></p>", esc(&n));

@@ -3,6 +3,7 @@
 
 mod deliveries;
 mod health;
+mod lists;
 mod openapi;
 mod releases;
 
@@ -54,6 +55,15 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/partners", get(deliveries::partners))
         .route("/partners/{id}/enable", post(deliveries::enable_partner))
         .route("/audit", get(releases::audit))
+        .route("/lists", get(lists::lists))
+        .route(
+            "/lists/{id}/subscribers",
+            get(lists::subscribers)
+                .post(lists::import)
+                .layer(axum::extract::DefaultBodyLimit::max(4 * 1024 * 1024)),
+        )
+        .route("/deliveries/{id}/recipients", get(lists::recipients))
+        .route("/bounces", post(lists::bounce))
         .fallback(|| async { ApiError::not_found("no such API route") })
         .layer(axum::extract::DefaultBodyLimit::max(
             app.config.server.body_limit,

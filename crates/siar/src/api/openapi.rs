@@ -14,6 +14,8 @@ use utoipa::{Modify, OpenApi};
         super::deliveries::for_release, super::deliveries::list, super::deliveries::retry,
         super::deliveries::attempts, super::deliveries::enable_partner,
         super::deliveries::recover, super::deliveries::partners,
+        super::lists::lists, super::lists::subscribers, super::lists::import,
+        super::lists::recipients, super::lists::bounce,
         super::health::healthz, super::health::readyz,
     ),
     modifiers(&Bearer)

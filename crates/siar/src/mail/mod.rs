@@ -74,6 +74,8 @@ pub struct Mailer {
     /// List deliveries held by running jobs: never claimed twice.
     active: Mutex<HashSet<DeliveryId>>,
     pub stats: MailStats,
+    /// Subscribe requests per address and per client IP.
+    pub limits: crate::web::subscribe::Limiter,
 }
 
 impl Mailer {
@@ -139,6 +141,7 @@ impl Mailer {
             worker: format!("mail-{}", std::process::id()),
             active: Mutex::new(HashSet::new()),
             stats: MailStats::default(),
+            limits: Default::default(),
         })
     }
 
@@ -153,7 +156,8 @@ impl Mailer {
     /// The envelope sender for a mail to `address`: with VERP, it names the recipient
     /// (`bounces+user=example.com@…`) so a bounce says whose mailbox failed.
     pub fn return_path(&self, address: &str) -> String {
-        self.return_path.replace("{verp}", &address.replace('@', "="))
+        self.return_path
+            .replace("{verp}", &address.replace('@', "="))
     }
 
     /// The recipient a VERP return path names, if it is one of ours.
@@ -188,7 +192,9 @@ impl Mailer {
     fn retry_delay(&self, n: u32) -> Option<chrono::Duration> {
         let secs = *self.retry.get(n.checked_sub(1)? as usize)?;
         let jitter = 0.8 + rand::random::<f64>() * 0.4;
-        Some(chrono::Duration::milliseconds((secs as f64 * 1000.0 * jitter) as i64))
+        Some(chrono::Duration::milliseconds(
+            (secs as f64 * 1000.0 * jitter) as i64,
+        ))
     }
 
     /// Sends the confirmation mail for a pending subscriber, in the background, trying a few
@@ -198,7 +204,8 @@ impl Mailer {
             return;
         };
         let hours = app.config.smtp.confirm_hours;
-        let expires = s.pending_since.max(app.clock.now()) + chrono::Duration::hours(i64::from(hours));
+        let expires =
+            s.pending_since.max(app.clock.now()) + chrono::Duration::hours(i64::from(hours));
         let requested = app.clock.now();
         let token = self.key.confirm(&s.list, &s.address, requested, expires);
         let url = format!(
@@ -307,7 +314,10 @@ pub async fn run(app: Arc<App>, mailer: Arc<Mailer>, stop: CancellationToken) {
                 .purge_unconfirmed(app.clock.now() - chrono::Duration::days(days))
             {
                 Ok(0) => {}
-                Ok(n) => info!(subscribers = n, days, "Deleted subscriptions never confirmed."),
+                Ok(n) => info!(
+                    subscribers = n,
+                    days, "Deleted subscriptions never confirmed."
+                ),
                 Err(e) => error!(error = %e, "Could not purge unconfirmed subscriptions."),
             }
         }
@@ -361,7 +371,9 @@ fn start_due(
         if let Some(mut job) = app.store.job_of(c.delivery.id)? {
             if job.done {
                 // An operator's replay: re-send what failed, nothing else.
-                let failed = app.store.rows(job.id, 0, usize::MAX, Some(RowState::Failed))?;
+                let failed = app
+                    .store
+                    .rows(job.id, 0, usize::MAX, Some(RowState::Failed))?;
                 let reset: Vec<(u32, MailRow)> = failed
                     .into_iter()
                     .map(|(seq, mut r)| {
@@ -375,7 +387,11 @@ fn start_due(
                 job.done = false;
                 app.store.put_job(&job)?;
             }
-            resume.entry(job.id).or_insert_with(|| (job, Vec::new())).1.push(c);
+            resume
+                .entry(job.id)
+                .or_insert_with(|| (job, Vec::new()))
+                .1
+                .push(c);
             continue;
         }
         if info.digest {
@@ -404,7 +420,12 @@ fn start_due(
                     .iter()
                     .any(|i| i.release_id == d.release_id && i.event == Event::Published)
             }) else {
-                let a = summary_attempt(&c, now, &RowCounts::default(), "nobody on the list received an earlier version");
+                let a = summary_attempt(
+                    &c,
+                    now,
+                    &RowCounts::default(),
+                    "nobody on the list received an earlier version",
+                );
                 settle.push((c, Settlement::Delivered, Some(a)));
                 continue;
             };
@@ -497,8 +518,17 @@ fn summary_attempt(c: &Claim, now: DateTime<Utc>, counts: &RowCounts, note: &str
         at: now,
         status: None,
         duration_ms: u64::try_from((now - c.delivery.updated_at).num_milliseconds()).unwrap_or(0),
-        outcome: if counts.failed > 0 { "failed" } else { "delivered" }.into(),
-        error_class: if counts.failed > 0 { "recipients_failed".into() } else { String::new() },
+        outcome: if counts.failed > 0 {
+            "failed"
+        } else {
+            "delivered"
+        }
+        .into(),
+        error_class: if counts.failed > 0 {
+            "recipients_failed".into()
+        } else {
+            String::new()
+        },
         error: String::new(),
         response,
         next_at: None,
@@ -577,10 +607,14 @@ fn render(app: &App, info: &ListInfo, job: &MailJob) -> siar_store::Result<Optio
             kind: *kind,
         })
         .collect();
-    Ok(
-        DigestMail::new(&ctx, &info.mail, &entries, &job.id.to_string(), app.clock.now())
-            .map(Content::Digest),
+    Ok(DigestMail::new(
+        &ctx,
+        &info.mail,
+        &entries,
+        &job.id.to_string(),
+        app.clock.now(),
     )
+    .map(Content::Digest))
 }
 
 trait MaxKind {
@@ -761,7 +795,9 @@ async fn drive(
 }
 
 fn next_due(app: &App, job: DeliveryId) -> siar_store::Result<Option<DateTime<Utc>>> {
-    let rows = app.store.rows(job, 0, usize::MAX, Some(RowState::Pending))?;
+    let rows = app
+        .store
+        .rows(job, 0, usize::MAX, Some(RowState::Pending))?;
     Ok(rows
         .iter()
         .map(|(_, r)| r.due_ms)
@@ -770,7 +806,9 @@ fn next_due(app: &App, job: DeliveryId) -> siar_store::Result<Option<DateTime<Ut
 }
 
 fn skip_pending(app: &App, job: &MailJob) -> siar_store::Result<()> {
-    let rows = app.store.rows(job.id, 0, usize::MAX, Some(RowState::Pending))?;
+    let rows = app
+        .store
+        .rows(job.id, 0, usize::MAX, Some(RowState::Pending))?;
     let skipped: Vec<(u32, MailRow)> = rows
         .into_iter()
         .map(|(seq, mut r)| {
@@ -859,7 +897,9 @@ impl Sender {
                     }
                     done.push((seq, row));
                 }
-                Err(e) => error!(error = %e, "A send task failed; its recipient is tried again on resume."),
+                Err(e) => {
+                    error!(error = %e, "A send task failed; its recipient is tried again on resume.")
+                }
             }
             if done.len() >= SETTLE_BATCH {
                 self.settle(&mut done).await?;
@@ -931,7 +971,11 @@ async fn send_one(
             row.version = content.version();
             row.error = None;
         }
-        SendOutcome::Retry { class, code, message } => {
+        SendOutcome::Retry {
+            class,
+            code,
+            message,
+        } => {
             let error = match code {
                 Some(c) => format!("{class} {c}: {message}"),
                 None => format!("{class}: {message}"),
@@ -954,7 +998,10 @@ async fn send_one(
             if let Err(e) = app.store.suppress(&row.address, &reason, now) {
                 error!(error = %e, "Could not suppress a bounced address.");
             }
-            warn!(list, code, "A recipient's mailbox was refused; the address is suppressed.");
+            warn!(
+                list,
+                code, "A recipient's mailbox was refused; the address is suppressed."
+            );
             row.state = RowState::Bounced;
             row.error = Some(reason);
         }

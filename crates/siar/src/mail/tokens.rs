@@ -77,7 +77,12 @@ impl TokenKey {
         let payload = B64.decode(p).map_err(|_| TokenError::Invalid)?;
         let sig = B64.decode(sig).map_err(|_| TokenError::Invalid)?;
         let want = self.sign(purpose, &payload);
-        if want.is_empty() || !bool::from(subtle::ConstantTimeEq::ct_eq(want.as_slice(), sig.as_slice())) {
+        if want.is_empty()
+            || !bool::from(subtle::ConstantTimeEq::ct_eq(
+                want.as_slice(),
+                sig.as_slice(),
+            ))
+        {
             return Err(TokenError::Invalid);
         }
         let text = String::from_utf8(payload).map_err(|_| TokenError::Invalid)?;
@@ -156,7 +161,10 @@ mod tests {
         let now = Utc::now();
         let t = key.confirm("jurnalis", "a@b.id", now, now + chrono::Duration::hours(72));
         let c = key.open_confirm(&t, now).unwrap();
-        assert_eq!((c.list.as_str(), c.address.as_str()), ("jurnalis", "a@b.id"));
+        assert_eq!(
+            (c.list.as_str(), c.address.as_str()),
+            ("jurnalis", "a@b.id")
+        );
         assert_eq!(
             key.open_confirm(&t, now + chrono::Duration::hours(73)),
             Err(TokenError::Expired)

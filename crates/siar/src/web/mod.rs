@@ -3,10 +3,11 @@
 pub mod feeds;
 pub mod media;
 pub mod pages;
+pub mod subscribe;
 
 use std::sync::Arc;
 
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 
 use crate::app::App;
@@ -19,4 +20,13 @@ pub fn router() -> Router<Arc<App>> {
         .route("/categories/{category}", get(pages::category))
         .route("/media/{file}", get(media::file))
         .route("/feeds/{*path}", get(feeds::serve))
+        .route("/subscribe", post(subscribe::subscribe))
+        .route(
+            "/confirm/{token}",
+            get(subscribe::confirm_page).post(subscribe::confirm),
+        )
+        .route(
+            "/unsubscribe/{token}",
+            get(subscribe::unsubscribe_page).post(subscribe::unsubscribe),
+        )
 }

@@ -42,7 +42,7 @@ fn absolute_feed(ctx: &FeedContext, base: &str, file: &str) -> String {
 }
 
 /// The page frame: head with feeds and Open Graph, header, footer.
-fn layout(
+pub(crate) fn layout(
     app: &App,
     title: &str,
     description: &str,
@@ -121,7 +121,7 @@ fn listing(app: &App, ctx: &FeedContext, releases: &[&Release]) -> Markup {
     }
 }
 
-fn page(markup: Markup) -> Response {
+pub(crate) fn page(markup: Markup) -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -192,6 +192,9 @@ pub async fn index(State(app): State<Arc<App>>) -> Response {
                 li { a href=(absolute_feed(&ctx, "/feeds", "rss.xml")) { "RSS" } }
                 li { a href=(absolute_feed(&ctx, "/feeds", "atom.xml")) { "Atom" } }
                 li { a href=(absolute_feed(&ctx, "/feeds", "feed.json")) { "JSON Feed" } }
+            }
+            @if !app.config.lists.is_empty() {
+                (super::subscribe::form(&app, &ctx))
             }
         }
     };
