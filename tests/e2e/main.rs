@@ -11,6 +11,7 @@ mod cli;
 mod crash;
 mod feeds;
 mod inbox;
+mod mail;
 mod media;
 mod pages;
 mod schedule;

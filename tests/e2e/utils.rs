@@ -212,3 +212,138 @@ pub fn release_text(n: usize) -> String {
         "Rilis Uji Nomor {n}\n\nBANJARBARU – Pemerintah Provinsi Kalimantan Selatan menggelar kegiatan uji ke-{n}, Rabu (1/9).\n\n“Kegiatan ini penting,” ujar Kepala Dinas.\n\nKegiatan berlangsung lancar. (ASC/RH)\n"
     )
 }
+
+/// A real SMTP server this project did not write (Python's aiosmtpd, `tests/smtp/recorder.py`)
+/// that records every message it accepts. Dropping it stops the process.
+pub struct SmtpRecorder {
+    child: Child,
+    pub port: u16,
+    pub out: PathBuf,
+    pub faults: PathBuf,
+}
+
+/// One message the recorder accepted.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub from: String,
+    pub to: Vec<String>,
+    pub data: Vec<u8>,
+}
+
+impl Received {
+    pub fn parsed(&self) -> mail_parser::Message<'_> {
+        mail_parser::MessageParser::default()
+            .parse(&self.data)
+            .expect("a parseable message")
+    }
+
+    pub fn header(&self, name: &str) -> String {
+        let m = self.parsed();
+        // Unfolded (RFC 5322 §2.2.3): a long header may continue on indented lines.
+        m.header_raw(name)
+            .unwrap_or("")
+            .split(['\r', '\n'])
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    pub fn subject(&self) -> String {
+        self.parsed().subject().unwrap_or("").to_owned()
+    }
+
+    pub fn text(&self) -> String {
+        self.parsed()
+            .body_text(0)
+            .map(|t| t.into_owned())
+            .unwrap_or_default()
+    }
+}
+
+impl SmtpRecorder {
+    /// Starts on a free port, recording into `dir/name.jsonl`.
+    pub fn start(dir: &Path, name: &str) -> SmtpRecorder {
+        Self::start_on(dir, name, 0)
+    }
+
+    pub fn start_on(dir: &Path, name: &str, port: u16) -> SmtpRecorder {
+        let out = dir.join(format!("{name}.jsonl"));
+        let faults = dir.join(format!("{name}-faults.json"));
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/smtp/recorder.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg(&out)
+            .arg(&faults)
+            .arg(port.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start python3 tests/smtp/recorder.py (is aiosmtpd installed? scripts/test installs it)");
+        let mut line = String::new();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        stdout.read_line(&mut line).unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("port ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("the SMTP recorder did not start: {line:?}"));
+        SmtpRecorder {
+            child,
+            port,
+            out,
+            faults,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("smtp://127.0.0.1:{}?tls=none", self.port)
+    }
+
+    pub fn set_faults(&self, json: serde_json::Value) {
+        std::fs::write(&self.faults, json.to_string()).unwrap();
+    }
+
+    pub fn messages(&self) -> Vec<Received> {
+        use base64::Engine as _;
+        let text = std::fs::read_to_string(&self.out).unwrap_or_default();
+        text.lines()
+            .filter(|l| l.ends_with('}'))
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                Received {
+                    from: v["from"].as_str().unwrap_or("").to_owned(),
+                    to: v["to"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|t| t.as_str().unwrap().to_owned())
+                        .collect(),
+                    data: base64::engine::general_purpose::STANDARD
+                        .decode(v["data"].as_str().unwrap())
+                        .unwrap(),
+                }
+            })
+            .collect()
+    }
+
+    /// Messages to `address`.
+    pub fn to(&self, address: &str) -> Vec<Received> {
+        self.messages()
+            .into_iter()
+            .filter(|m| m.to.iter().any(|t| t.eq_ignore_ascii_case(address)))
+            .collect()
+    }
+
+    pub fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for SmtpRecorder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

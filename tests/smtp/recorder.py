@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""An SMTP server for siar's tests, built on aiosmtpd (not siar's code).
+
+Usage: recorder.py OUT.jsonl FAULTS.json [PORT]
+
+Records every accepted message as one JSON line in OUT.jsonl: the envelope sender, the
+recipients, and the message bytes (base64). Answers as FAULTS.json says, re-read on every
+command so a test can change it while the server runs:
+
+    {"mail_421_first": N}     421 to the first N MAIL commands (then the client must reconnect)
+    {"rcpt_451_first": N}     451 to the first N RCPT commands
+    {"rcpt_550": ["a@b.id"]}  550 5.1.1 to RCPT for these addresses, always
+
+Prints "port N" on stdout once listening (PORT 0 or absent: any free port).
+"""
+import asyncio
+import base64
+import json
+import sys
+
+from aiosmtpd.smtp import SMTP
+
+
+class Handler:
+    def __init__(self, out_path, faults_path):
+        self.out = open(out_path, "a", encoding="utf-8")
+        self.faults_path = faults_path
+        self.counts = {}
+
+    def faults(self):
+        try:
+            with open(self.faults_path, encoding="utf-8") as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return {}
+
+    def bump(self, key):
+        self.counts[key] = self.counts.get(key, 0) + 1
+        return self.counts[key]
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if self.bump("mail") <= self.faults().get("mail_421_first", 0):
+            return "421 4.3.2 Service not available, closing transmission channel"
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        f = self.faults()
+        if address.lower() in [a.lower() for a in f.get("rcpt_550", [])]:
+            return "550 5.1.1 <%s>: Recipient address rejected: User unknown" % address
+        if self.bump("rcpt") <= f.get("rcpt_451_first", 0):
+            return "451 4.7.1 Greylisted, please try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        record = {
+            "from": envelope.mail_from,
+            "to": envelope.rcpt_tos,
+            "data": base64.b64encode(envelope.original_content or b"").decode("ascii"),
+        }
+        self.out.write(json.dumps(record) + "\n")
+        self.out.flush()
+        return "250 2.0.0 Ok: queued"
+
+
+async def main():
+    out_path, faults_path = sys.argv[1], sys.argv[2]
+    port = int(sys.argv[3]) if len(sys.argv) > 3 else 0
+    handler = Handler(out_path, faults_path)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: SMTP(handler, enable_SMTPUTF8=True, hostname="recorder.test"),
+        "127.0.0.1",
+        port,
+        reuse_address=True,
+    )
+    print("port %d" % server.sockets[0].getsockname()[1], flush=True)
+    async with server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
