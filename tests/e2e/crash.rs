@@ -144,3 +144,97 @@ async fn a_kill_mid_fan_out_loses_no_delivery() {
     drop(d);
     server.abort();
 }
+
+/// A list of 20,000: SIGKILL mid-send, restart, and count what the relay (aiosmtpd) accepted:
+/// every recipient got the release, and repeats only among the mails that can have been in
+/// flight at the kill (sends running plus those awaiting their settle batch's flush).
+#[tokio::test]
+async fn a_kill_mid_mailing_skips_nobody_and_repeats_only_in_flight_mails() {
+    const RECIPIENTS: usize = 20_000;
+    const MAX_CONNECTIONS: usize = 8;
+    // Sends in flight (twice the sessions) plus up to two settle batches (one being flushed,
+    // one filling): see `siar::mail`.
+    let bound = 2 * MAX_CONNECTIONS + 2 * siar::mail::SETTLE_BATCH;
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = SmtpRecorder::start_envelopes_only(dir.path(), "relay");
+    let cfg = dir.path().join("siar.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[smtp]\nurl = \"{}\"\nfrom = \"Diskominfo Kalsel <siaran@kalselprov.go.id>\"\nmax_connections = {MAX_CONNECTIONS}\nrate_per_second = 100000\n\n[[lists]]\nid = \"warga\"\nname = \"Siaran Pers untuk Warga\"\n",
+            smtp.url()
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start_with(dir.path(), Some(&cfg), &[]);
+    let api = d.client();
+    let addresses: Vec<String> = (0..RECIPIENTS)
+        .map(|i| format!("warga{i:05}@banjar.id"))
+        .collect();
+    for batch in addresses.chunks(5_000) {
+        let r = api
+            .post("/api/v1/lists/warga/subscribers")
+            .json(
+                &serde_json::json!({"addresses": batch, "confirmed": true, "source": "crash test"}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let (s, r) = api.post_text(release_text(1)).await;
+    assert_eq!(s, 201, "{r}");
+    let id = r["id"].as_str().unwrap().to_owned();
+    eventually(120, "a quarter of the list mailed", || async {
+        (smtp.count() >= RECIPIENTS / 4).then_some(())
+    })
+    .await;
+    d.kill9();
+    let at_kill = smtp.count();
+    assert!(
+        at_kill < RECIPIENTS,
+        "the kill came after the whole list was mailed"
+    );
+
+    let d = Daemon::start_with(dir.path(), Some(&cfg), &[]);
+    let api = d.client();
+    eventually(240, "the mailing to finish after the restart", || async {
+        let (_, ds) = api
+            .get_json(&format!("/api/v1/releases/{id}/deliveries"))
+            .await;
+        let done = ds["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|d| d["target"] == "list:warga" && d["status"] == "delivered");
+        done.then_some(())
+    })
+    .await;
+    let mut got: std::collections::HashMap<String, usize> = Default::default();
+    for m in smtp.messages() {
+        for t in m.to {
+            *got.entry(t).or_default() += 1;
+        }
+    }
+    let missing: Vec<&String> = addresses.iter().filter(|a| !got.contains_key(*a)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} recipients never got the release, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    assert_eq!(
+        got.len(),
+        RECIPIENTS,
+        "mail went to addresses not on the list"
+    );
+    let repeats: usize = got.values().map(|n| n - 1).sum();
+    println!(
+        "mailing crash: {RECIPIENTS} recipients, {at_kill} mailed before SIGKILL, {} mails in all, {repeats} repeats (bound {bound})",
+        smtp.count()
+    );
+    assert!(
+        repeats <= bound,
+        "{repeats} repeats exceed the in-flight bound {bound}"
+    );
+}

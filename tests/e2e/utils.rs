@@ -268,6 +268,15 @@ impl SmtpRecorder {
     }
 
     pub fn start_on(dir: &Path, name: &str, port: u16) -> SmtpRecorder {
+        Self::spawn(dir, name, port, true)
+    }
+
+    /// Records envelopes only (not the messages): for volume tests.
+    pub fn start_envelopes_only(dir: &Path, name: &str) -> SmtpRecorder {
+        Self::spawn(dir, name, 0, false)
+    }
+
+    fn spawn(dir: &Path, name: &str, port: u16, keep_data: bool) -> SmtpRecorder {
         let out = dir.join(format!("{name}.jsonl"));
         let faults = dir.join(format!("{name}-faults.json"));
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/smtp/recorder.py");
@@ -276,6 +285,7 @@ impl SmtpRecorder {
             .arg(&out)
             .arg(&faults)
             .arg(port.to_string())
+            .env("RECORD_DATA", if keep_data { "1" } else { "0" })
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -325,6 +335,15 @@ impl SmtpRecorder {
                 }
             })
             .collect()
+    }
+
+    /// How many messages were accepted so far.
+    pub fn count(&self) -> usize {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.ends_with('}'))
+            .count()
     }
 
     /// Messages to `address`.

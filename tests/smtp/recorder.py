@@ -11,11 +11,14 @@ command so a test can change it while the server runs:
     {"rcpt_451_first": N}     451 to the first N RCPT commands
     {"rcpt_550": ["a@b.id"]}  550 5.1.1 to RCPT for these addresses, always
 
+With RECORD_DATA=0 in the environment, only envelopes are recorded (for volume tests).
+
 Prints "port N" on stdout once listening (PORT 0 or absent: any free port).
 """
 import asyncio
 import base64
 import json
+import os
 import sys
 
 from aiosmtpd.smtp import SMTP
@@ -26,6 +29,7 @@ class Handler:
         self.out = open(out_path, "a", encoding="utf-8")
         self.faults_path = faults_path
         self.counts = {}
+        self.keep_data = os.environ.get("RECORD_DATA", "1") != "0"
 
     def faults(self):
         try:
@@ -58,7 +62,9 @@ class Handler:
         record = {
             "from": envelope.mail_from,
             "to": envelope.rcpt_tos,
-            "data": base64.b64encode(envelope.original_content or b"").decode("ascii"),
+            "data": base64.b64encode(envelope.original_content or b"").decode("ascii")
+            if self.keep_data
+            else "",
         }
         self.out.write(json.dumps(record) + "\n")
         self.out.flush()
