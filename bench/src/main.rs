@@ -15,8 +15,12 @@
 //!   signed deliveries) into an nginx sink that logs each arrival; deliveries per second and
 //!   publish→receipt latency, beside `wrk` posting a body of the same size to the same sink
 //!   over as many connections (20).
+//! - `mail` — a list of 100,000 (imported with `siar subscribers import`, timed) mailed one
+//!   release through Postfix's `smtp-sink`, beside `smtp-source` sending as many messages of
+//!   the same size over as many sessions (16) to another `smtp-sink`; messages per second
+//!   and siar's peak RSS.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -72,7 +76,8 @@ fn main() -> anyhow::Result<()> {
             "ingest" => rows.push(rt.block_on(ingest(&opts))?),
             "feeds" => rows.extend(rt.block_on(feeds(&opts))?),
             "webhooks" => rows.push(rt.block_on(webhooks(&opts))?),
-            other => bail!("unknown benchmark `{other}` (known: ingest, feeds, webhooks)"),
+            "mail" => rows.push(rt.block_on(mail(&opts))?),
+            other => bail!("unknown benchmark `{other}` (known: ingest, feeds, webhooks, mail)"),
         }
     }
     print_table(&opts, &rows);
@@ -100,7 +105,7 @@ fn parse_args() -> anyhow::Result<Options> {
             "--clients" => o.clients = usize::try_from(num("--clients")?)?,
             "-h" | "--help" => {
                 println!(
-                    "siar-bench [ingest] [feeds] [webhooks] [--seconds S] [--rounds R] [--clients C]"
+                    "siar-bench [ingest] [feeds] [webhooks] [mail] [--seconds S] [--rounds R] [--clients C]"
                 );
                 std::process::exit(0);
             }
@@ -108,7 +113,12 @@ fn parse_args() -> anyhow::Result<Options> {
         }
     }
     if o.benches.is_empty() {
-        o.benches = vec!["ingest".into(), "feeds".into(), "webhooks".into()];
+        o.benches = vec![
+            "ingest".into(),
+            "feeds".into(),
+            "webhooks".into(),
+            "mail".into(),
+        ];
     }
     if o.rounds == 0 || o.clients == 0 || o.seconds == 0 {
         bail!("--rounds, --clients and --seconds must be at least 1");
@@ -867,4 +877,266 @@ fn webhooks_wrk(o: &Options, sink: &Sink, body_len: usize) -> anyhow::Result<Run
         WEBHOOK_PARTNERS,
         Some(&script),
     )
+}
+
+// ---- mail ----
+
+const MAIL_RECIPIENTS: usize = 100_000;
+const MAIL_SESSIONS: usize = 16;
+
+/// Postfix's `smtp-sink` on a free port; killed when dropped.
+struct SmtpSink {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn smtp_sink_binary() -> anyhow::Result<&'static str> {
+    for p in ["/usr/sbin/smtp-sink", "/usr/bin/smtp-sink"] {
+        if Path::new(p).exists() {
+            return Ok(p);
+        }
+    }
+    bail!("smtp-sink not found (Debian package postfix; scripts/bench installs it)")
+}
+
+fn start_smtp_sink(extra: &[&str]) -> anyhow::Result<SmtpSink> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut cmd = Command::new(smtp_sink_binary()?);
+    cmd.args(["-u", "nobody"]).args(extra);
+    let child = cmd
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("1024")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting smtp-sink")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("smtp-sink did not start on port {port}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(SmtpSink { child, port })
+}
+
+fn mail_config(port: u16, list: &str) -> String {
+    format!(
+        "[smtp]\nurl = \"smtp://127.0.0.1:{port}?tls=none\"\nfrom = \"Diskominfo Kalsel <siaran@kalselprov.go.id>\"\nmax_connections = {MAIL_SESSIONS}\nrate_per_second = 1000000\n\n[[lists]]\nid = \"{list}\"\nname = \"Siaran Pers untuk Warga\"\n"
+    )
+}
+
+fn peak_rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// Imports `n` confirmed subscribers with the CLI; returns the seconds it took.
+fn import_with_cli(d: &Daemon, list: &str, n: usize) -> anyhow::Result<f64> {
+    let dir = tempfile::tempdir()?;
+    let csv = dir.path().join("subscribers.csv");
+    let mut text = String::from("email,nama\n");
+    for i in 0..n {
+        text.push_str(&format!("warga{i:06}@banjar.example,Warga {i}\n"));
+    }
+    std::fs::write(&csv, text)?;
+    let started = Instant::now();
+    let out = Command::new(siar_binary()?)
+        .args(["--url", &d.url, "subscribers", "import"])
+        .arg(&csv)
+        .args(["--list", list, "--confirmed", "--source", "benchmark"])
+        .env("SIAR_API_TOKEN", TOKEN)
+        .stderr(Stdio::null())
+        .output()
+        .context("running siar subscribers import")?;
+    if !out.status.success() {
+        bail!(
+            "siar subscribers import failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    Ok(started.elapsed().as_secs_f64())
+}
+
+async fn publish_one(d: &Daemon) -> anyhow::Result<String> {
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/releases", d.url))
+        .bearer_auth(TOKEN)
+        .header("Content-Type", "text/plain")
+        .body(release(1))
+        .send()
+        .await?;
+    if r.status() != reqwest::StatusCode::CREATED {
+        bail!("siar answered {}", r.status());
+    }
+    let v: serde_json::Value = r.json().await?;
+    Ok(v["id"].as_str().unwrap_or_default().to_owned())
+}
+
+/// Waits until the release's mailing is done; returns its recipient counts.
+async fn mailing_done(
+    d: &Daemon,
+    id: &str,
+    timeout: Duration,
+) -> anyhow::Result<serde_json::Value> {
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let ds: serde_json::Value = client
+            .get(format!("{}/api/v1/releases/{id}/deliveries", d.url))
+            .bearer_auth(TOKEN)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let list = ds["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|x| x["target"].as_str().is_some_and(|t| t.starts_with("list:")))
+            .cloned();
+        if let Some(l) = list {
+            if l["status"] == "delivered" || l["status"] == "failed" {
+                let lid = l["id"].as_str().unwrap_or_default();
+                return Ok(client
+                    .get(format!("{}/api/v1/deliveries/{lid}/recipients", d.url))
+                    .bearer_auth(TOKEN)
+                    .send()
+                    .await?
+                    .json()
+                    .await?);
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the mailing did not finish within {} s", timeout.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The size of the message siar sends for `release(1)`: one mail to one subscriber,
+/// dumped by smtp-sink.
+async fn siar_message_size() -> anyhow::Result<usize> {
+    let dump = tempfile::tempdir()?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dump.path(), std::fs::Permissions::from_mode(0o777))?;
+    }
+    let template = format!("{}/m", dump.path().display());
+    let sink = start_smtp_sink(&["-d", &template])?;
+    let d = start_siar_with(Some(&mail_config(sink.port, "contoh")), &[])?;
+    import_with_cli(&d, "contoh", 1)?;
+    let id = publish_one(&d).await?;
+    mailing_done(&d, &id, Duration::from_secs(30)).await?;
+    drop(d);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(e) = std::fs::read_dir(dump.path())?.flatten().next() {
+            let text = std::fs::read(e.path())?;
+            // The dump holds the message and smtp-sink's few envelope lines: smtp-source
+            // then sends a payload at least as large as siar's whole message (headers too).
+            return Ok(text.len());
+        }
+        if Instant::now() > deadline {
+            bail!("smtp-sink dumped no message");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+async fn mail(o: &Options) -> anyhow::Result<Row> {
+    let size = siar_message_size().await?;
+    eprintln!("mail: siar's message for the benchmark release is {size} bytes (as dumped)");
+    let mut row = Row {
+        name: format!("mail: {}k recipients, msgs/s", MAIL_RECIPIENTS / 1000),
+        unit: "/s",
+        siar: Vec::new(),
+        reference_name: format!("smtp-source -s {MAIL_SESSIONS} -d, same sink"),
+        reference: Vec::new(),
+    };
+    for round in 0..o.rounds {
+        eprintln!("mail round {}/{}", round + 1, o.rounds);
+        // siar → smtp-sink.
+        let sink = start_smtp_sink(&[])?;
+        let d = start_siar_with(Some(&mail_config(sink.port, "warga")), &[])?;
+        let import_s = import_with_cli(&d, "warga", MAIL_RECIPIENTS)?;
+        let rss_before = peak_rss_mb(d.child.id());
+        let started = Instant::now();
+        let id = publish_one(&d).await?;
+        let counts = mailing_done(&d, &id, Duration::from_secs(900)).await?;
+        let elapsed = started.elapsed();
+        let rss = peak_rss_mb(d.child.id());
+        let sent = counts["sent"].as_u64().unwrap_or(0) as usize;
+        eprintln!(
+            "mail: siar sent {sent} in {:.1} s ({counts}); CLI import of {MAIL_RECIPIENTS} rows took {import_s:.1} s; peak RSS {rss:.0} MB ({rss_before:.0} MB before the mailing)",
+            elapsed.as_secs_f64()
+        );
+        if sent != MAIL_RECIPIENTS {
+            bail!("siar sent {sent} of {MAIL_RECIPIENTS}");
+        }
+        drop(d);
+        drop(sink);
+        let mut latency = Histogram::<u64>::new(3)?;
+        latency.record(elapsed.as_micros() as u64)?;
+        row.siar.push(Run {
+            ops: sent,
+            elapsed,
+            latency,
+        });
+        // smtp-source → smtp-sink: as many sessions, the same number and size of messages.
+        let sink = start_smtp_sink(&[])?;
+        let started = Instant::now();
+        let status = Command::new(smtp_sink_binary()?.replace("sink", "source"))
+            .args([
+                "-s",
+                &MAIL_SESSIONS.to_string(),
+                "-d",
+                "-m",
+                &MAIL_RECIPIENTS.to_string(),
+            ])
+            .args(["-l", &size.to_string()])
+            .args([
+                "-f",
+                "siaran@kalselprov.go.id",
+                "-t",
+                "warga@banjar.example",
+            ])
+            .arg(format!("127.0.0.1:{}", sink.port))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .context("running smtp-source")?;
+        let elapsed = started.elapsed();
+        if !status.success() {
+            bail!("smtp-source failed: {status}");
+        }
+        eprintln!(
+            "mail: smtp-source sent {MAIL_RECIPIENTS} in {:.1} s",
+            elapsed.as_secs_f64()
+        );
+        let mut latency = Histogram::<u64>::new(3)?;
+        latency.record(elapsed.as_micros() as u64)?;
+        row.reference.push(Run {
+            ops: MAIL_RECIPIENTS,
+            elapsed,
+            latency,
+        });
+    }
+    Ok(row)
 }

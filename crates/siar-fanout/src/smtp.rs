@@ -477,10 +477,48 @@ async fn transact(
     conn.command(Data)
         .await
         .map_err(|e| Failure::from_lettre(Stage::Data, &e))?;
-    conn.message(message)
-        .await
-        .map_err(|e| Failure::from_lettre(Stage::Data, &e))?;
+    // The message and its terminating dot in one write: lettre's `message` writes them
+    // separately, and the small second write then waits out Nagle's algorithm against the
+    // relay's delayed ACK (~40 ms a message).
+    match std::str::from_utf8(message) {
+        Ok(text) => conn.command(Payload(dot_stuffed(text))).await,
+        Err(_) => conn.message(message).await,
+    }
+    .map_err(|e| Failure::from_lettre(Stage::Data, &e))?;
     Ok(())
+}
+
+/// A message ready for the wire after DATA.
+struct Payload(String);
+
+impl std::fmt::Display for Payload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `text` with every line that starts with a dot given another (RFC 5321 §4.5.2), ending in
+/// CRLF, then the lone dot that ends the data.
+fn dot_stuffed(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 64);
+    for (i, line) in text.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        if line.starts_with('.') {
+            out.push('.');
+        }
+        out.push_str(line);
+    }
+    if !out.ends_with("\r\n") {
+        if out.ends_with('\r') {
+            out.push('\n');
+        } else {
+            out.push_str("\r\n");
+        }
+    }
+    out.push_str(".\r\n");
+    out
 }
 
 #[cfg(test)]
@@ -502,6 +540,16 @@ mod tests {
         assert_eq!(c.tls, Tls::Required);
         assert!(RelayConfig::from_url("http://relay").is_err());
         assert!(RelayConfig::from_url("smtps://relay?tls=none").is_err());
+    }
+
+    #[test]
+    fn data_is_dot_stuffed_and_terminated() {
+        assert_eq!(
+            dot_stuffed("a\r\n.b\r\n..c\r\n"),
+            "a\r\n..b\r\n...c\r\n.\r\n"
+        );
+        assert_eq!(dot_stuffed(".\r\nend"), "..\r\nend\r\n.\r\n");
+        assert_eq!(dot_stuffed(""), "\r\n.\r\n");
     }
 
     #[test]

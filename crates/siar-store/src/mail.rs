@@ -364,13 +364,20 @@ impl Store {
             )
             .map_err(st("suppressing an address"))?;
         let mut ended = 0;
+        // Each list once: seek from one list's keys to the next, not through its subscribers.
         let mut lists = Vec::new();
-        for k in self.mail.scan_prefix(b"S").keys() {
-            let k = k.map_err(st("reading subscribers"))?;
-            if k.ends_with(address.as_bytes()) && k.get(k.len() - address.len() - 1) == Some(&0) {
-                lists
-                    .push(String::from_utf8_lossy(&k[1..k.len() - address.len() - 1]).into_owned());
+        let mut from = b"S".to_vec();
+        while let Some(kv) = self.mail.range(from.clone()..).next() {
+            let (k, _) = kv.map_err(st("reading subscribers"))?;
+            if !k.starts_with(b"S") {
+                break;
             }
+            let Some(end) = k.iter().position(|b| *b == 0) else {
+                break;
+            };
+            let list = String::from_utf8_lossy(&k[1..end]).into_owned();
+            from = cat(&[b"S", list.as_bytes(), &[1]]);
+            lists.push(list);
         }
         for list in lists {
             if let Some(mut s) = self.subscriber(&list, address)? {

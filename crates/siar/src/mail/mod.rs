@@ -5,8 +5,9 @@
 //! list's job mails one release; a digest list's job, at its schedule's firing, mails every
 //! release whose delivery came due since the last one (none: no mail). Recipients are
 //! materialised in committed chunks, sent with up to twice `smtp.max_connections` in flight,
-//! and settled in batches that are flushed before more are taken — so after a crash, only
-//! the sends in flight (at most [`SETTLE_BATCH`] + that concurrency) can go out again.
+//! and settled in batches of [`SETTLE_BATCH`], each flushed while the next fills (never two
+//! flushing at once) — so after a crash, only the mails in flight can go out again: at most
+//! that concurrency plus two batches.
 //!
 //! Per recipient: sent; a 4xx or an unreachable relay → tried again on
 //! `smtp.retry_schedule_secs`; 5xx to RCPT → bounced, the address suppressed on every list;
@@ -738,6 +739,7 @@ async fn drive(
         list: job.list.clone(),
         job: job.id,
         halted: halted.clone(),
+        flushing: None,
     };
     // Rows left pending by an earlier run (a crash, a shutdown, an operator's retry).
     let mut waiting = sender.resend_due(&content, stop).await?;
@@ -791,6 +793,7 @@ async fn drive(
             return Ok(JobEnd::Stopped);
         }
     }
+    sender.wait_flushed().await?;
     Ok(JobEnd::Finished)
 }
 
@@ -826,6 +829,7 @@ struct Sender {
     list: String,
     job: DeliveryId,
     halted: Arc<AtomicBool>,
+    flushing: Option<tokio::task::JoinHandle<siar_store::Result<()>>>,
 }
 
 impl Sender {
@@ -909,13 +913,33 @@ impl Sender {
         Ok(rescheduled)
     }
 
-    async fn settle(&self, done: &mut Vec<(u32, MailRow)>) -> siar_store::Result<()> {
+    /// Writes a batch of settled rows and starts flushing it; sending goes on meanwhile. At
+    /// most one batch is being flushed at a time: the next waits for it.
+    async fn settle(&mut self, done: &mut Vec<(u32, MailRow)>) -> siar_store::Result<()> {
         if done.is_empty() {
             return Ok(());
         }
         self.app.store.put_rows(self.job, done)?;
-        self.app.store.flush().await?;
         done.clear();
+        self.wait_flushed().await?;
+        let store = self.app.store.clone();
+        self.flushing = Some(tokio::spawn(async move { store.flush().await }));
+        Ok(())
+    }
+
+    /// Waits for the batch being flushed, if any.
+    async fn wait_flushed(&mut self) -> siar_store::Result<()> {
+        if let Some(f) = self.flushing.take() {
+            match f.await {
+                Ok(r) => r?,
+                Err(e) => {
+                    return Err(siar_store::StoreError::Storage {
+                        op: "flushing mail results",
+                        message: e.to_string(),
+                    })
+                }
+            }
+        }
         Ok(())
     }
 }
