@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
-use lettre::transport::smtp::commands::{Data, Mail, Quit, Rcpt, Rset};
+use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Quit, Rcpt, Rset};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::Address;
 use tokio::sync::Semaphore;
@@ -199,6 +199,8 @@ impl Bucket {
 struct Session {
     conn: AsyncSmtpConnection,
     sent: u32,
+    /// The relay offers PIPELINING (RFC 2920): MAIL, RCPT and DATA go in one write.
+    pipelining: bool,
 }
 
 /// The relay, shared by everything that sends mail.
@@ -313,7 +315,7 @@ impl Relay {
                 session = Some(self.connect().await?);
             }
             match session.as_mut() {
-                Some(s) => transact(&mut s.conn, from, to, message).await,
+                Some(s) => transact(&mut s.conn, s.pipelining, from, to, message).await,
                 None => Err(Failure::connect("no session")),
             }
         })
@@ -449,12 +451,27 @@ impl Relay {
         }
         self.opened
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(Ok(Session { conn, sent: 0 }))
+        // lettre keeps only the EHLO keywords it uses; ask again to learn about PIPELINING
+        // (RFC 5321 allows a second EHLO; it changes nothing else).
+        let pipelining = conn
+            .command(Ehlo::new(hello.clone()))
+            .await
+            .map(|r| {
+                r.message()
+                    .any(|l| l.trim().eq_ignore_ascii_case("PIPELINING"))
+            })
+            .unwrap_or(false);
+        Ok(Ok(Session {
+            conn,
+            sent: 0,
+            pipelining,
+        }))
     }
 }
 
 async fn transact(
     conn: &mut AsyncSmtpConnection,
+    pipelining: bool,
     from: Option<Address>,
     to: Address,
     message: &[u8],
@@ -468,15 +485,51 @@ async fn transact(
     if !message.is_ascii() && conn.server_info().supports_feature(Extension::EightBitMime) {
         params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
     }
-    conn.command(Mail::new(from, params))
-        .await
-        .map_err(|e| Failure::from_lettre(Stage::Mail, &e))?;
-    conn.command(Rcpt::new(to, Vec::new()))
-        .await
-        .map_err(|e| Failure::from_lettre(Stage::Rcpt, &e))?;
-    conn.command(Data)
-        .await
-        .map_err(|e| Failure::from_lettre(Stage::Data, &e))?;
+    if pipelining {
+        // One write, three replies, read in order whatever each says.
+        let batch = Payload(format!(
+            "{}{}{}",
+            Mail::new(from, params),
+            Rcpt::new(to, Vec::new()),
+            Data
+        ));
+        let mail = conn.command(batch).await;
+        if let Err(e) = &mail {
+            if e.status().is_none() {
+                return Err(Failure::from_lettre(Stage::Mail, e));
+            }
+        }
+        let rcpt = conn.read_response().await;
+        if let Err(e) = &rcpt {
+            if e.status().is_none() {
+                return Err(Failure::from_lettre(Stage::Rcpt, e));
+            }
+        }
+        let data = conn.read_response().await;
+        let first_failure = match (&mail, &rcpt, &data) {
+            (Err(e), _, _) => Some(Failure::from_lettre(Stage::Mail, e)),
+            (_, Err(e), _) => Some(Failure::from_lettre(Stage::Rcpt, e)),
+            (_, _, Err(e)) => Some(Failure::from_lettre(Stage::Data, e)),
+            _ => None,
+        };
+        if let Some(f) = first_failure {
+            if data.is_ok() {
+                // DATA was accepted although an earlier command failed: end it empty.
+                let _ = conn.command(Payload(".\r\n".into())).await;
+            }
+            return Err(f);
+        }
+    } else {
+        conn.command(Mail::new(from, params))
+            .await
+            .map_err(|e| Failure::from_lettre(Stage::Mail, &e))?;
+        conn.command(Rcpt::new(to, Vec::new()))
+            .await
+            .map_err(|e| Failure::from_lettre(Stage::Rcpt, &e))?;
+        conn.command(Data)
+            .await
+            .map_err(|e| Failure::from_lettre(Stage::Data, &e))?;
+    }
     // The message and its terminating dot in one write: lettre's `message` writes them
     // separately, and the small second write then waits out Nagle's algorithm against the
     // relay's delayed ACK (~40 ms a message).

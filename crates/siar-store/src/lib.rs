@@ -72,6 +72,9 @@ impl StoreError {
     }
 }
 
+/// sled's page cache.
+const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// The handle to siar's database. Cheap to clone; all clones share one database.
@@ -106,6 +109,9 @@ impl Store {
         let db = sled::Config::new()
             .path(path)
             .mode(sled::Mode::HighThroughput)
+            // sled caches up to 1 GiB by default; siar serves feeds from its own memory and
+            // reads the store mostly by key, so a small page cache keeps the daemon lean.
+            .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(|e| StoreError::Storage {
                 op: "opening the store",

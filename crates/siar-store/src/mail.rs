@@ -89,16 +89,20 @@ pub enum RowState {
 pub struct MailRow {
     pub address: String,
     pub state: RowState,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub attempts: u32,
     /// When a pending row may next be tried (ms since the epoch; 0: now).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub due_ms: i64,
     /// The release version that went out (for a later correction).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub version: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+fn is_zero<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 impl MailRow {
@@ -178,6 +182,54 @@ pub struct ImportReport {
     pub suppressed: u64,
 }
 
+/// A subscriber as stored: the list and address are in the key, not repeated in the value
+/// (a list of 100,000 is kept smaller, on disk and in sled's memory).
+#[derive(Serialize, Deserialize)]
+struct SubscriberRecord {
+    status: SubscriberStatus,
+    created_at: DateTime<Utc>,
+    pending_since: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    confirmed_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    left_at: Option<DateTime<Utc>>,
+    history: Vec<ConsentEvent>,
+}
+
+fn encode_subscriber(s: &Subscriber) -> Vec<u8> {
+    encode(&SubscriberRecord {
+        status: s.status,
+        created_at: s.created_at,
+        pending_since: s.pending_since,
+        confirmed_at: s.confirmed_at,
+        left_at: s.left_at,
+        history: s.history.clone(),
+    })
+}
+
+/// A subscriber from its key (`S list 0 address`) and stored value.
+fn decode_subscriber(key: &[u8], value: &[u8]) -> Result<Subscriber> {
+    let r: SubscriberRecord = decode(value, "subscriber")?;
+    let body = key.get(1..).unwrap_or_default();
+    let split = body.iter().position(|b| *b == 0).unwrap_or(body.len());
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    Ok(Subscriber {
+        list: text(&body[..split]),
+        address: text(body.get(split + 1..).unwrap_or_default()),
+        status: r.status,
+        created_at: r.created_at,
+        pending_since: r.pending_since,
+        confirmed_at: r.confirmed_at,
+        left_at: r.left_at,
+        history: r.history,
+    })
+}
+
+/// Consent times to the millisecond: precise enough, and shorter to keep.
+fn ms_precision(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(t.timestamp_millis()).unwrap_or(t)
+}
+
 fn cat(parts: &[&[u8]]) -> Vec<u8> {
     let mut k = Vec::with_capacity(parts.iter().map(|p| p.len()).sum());
     for p in parts {
@@ -229,16 +281,17 @@ impl Store {
 
     /// A subscriber of `list`, if the address was ever on it.
     pub fn subscriber(&self, list: &str, address: &str) -> Result<Option<Subscriber>> {
+        let key = subscriber_key(list, address);
         self.mail
-            .get(subscriber_key(list, address))
+            .get(&key)
             .map_err(st("reading a subscriber"))?
-            .map(|v| decode(&v, "subscriber"))
+            .map(|v| decode_subscriber(&key, &v))
             .transpose()
     }
 
     fn put_subscriber(&self, s: &Subscriber) -> Result<()> {
         self.mail
-            .insert(subscriber_key(&s.list, &s.address), encode(s))
+            .insert(subscriber_key(&s.list, &s.address), encode_subscriber(s))
             .map_err(st("writing a subscriber"))?;
         Ok(())
     }
@@ -253,6 +306,7 @@ impl Store {
         ip: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<SubscribeOutcome> {
+        let now = ms_precision(now);
         let _guard = self.subscribers_lock.lock();
         let event = ConsentEvent {
             at: now,
@@ -297,6 +351,7 @@ impl Store {
         ip: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<ConfirmOutcome> {
+        let now = ms_precision(now);
         let _guard = self.subscribers_lock.lock();
         let Some(mut s) = self.subscriber(list, address)? else {
             return Ok(ConfirmOutcome::Stale);
@@ -331,6 +386,7 @@ impl Store {
         ip: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<Option<Subscriber>> {
+        let now = ms_precision(now);
         let _guard = self.subscribers_lock.lock();
         let Some(mut s) = self.subscriber(list, address)? else {
             return Ok(None);
@@ -353,6 +409,7 @@ impl Store {
     /// Suppresses an address on every list (a hard bounce): no list mails it until its owner
     /// confirms a subscription again. Returns how many subscriptions it ended.
     pub fn suppress(&self, address: &str, reason: &str, now: DateTime<Utc>) -> Result<usize> {
+        let now = ms_precision(now);
         let _guard = self.subscribers_lock.lock();
         self.mail
             .insert(
@@ -438,7 +495,7 @@ impl Store {
             if !k.starts_with(&prefix) || out.len() >= limit {
                 break;
             }
-            out.push(decode(&v, "subscriber")?);
+            out.push(decode_subscriber(&k, &v)?);
         }
         Ok(out)
     }
@@ -446,9 +503,9 @@ impl Store {
     /// How many subscribers `list` has in each status.
     pub fn subscriber_counts(&self, list: &str) -> Result<std::collections::BTreeMap<String, u64>> {
         let mut counts = std::collections::BTreeMap::new();
-        for v in self.mail.scan_prefix(subscriber_prefix(list)).values() {
-            let v = v.map_err(st("reading subscribers"))?;
-            let s: Subscriber = decode(&v, "subscriber")?;
+        for kv in self.mail.scan_prefix(subscriber_prefix(list)) {
+            let (k, v) = kv.map_err(st("reading subscribers"))?;
+            let s = decode_subscriber(&k, &v)?;
             *counts.entry(s.status.as_str().to_owned()).or_insert(0) += 1;
         }
         Ok(counts)
@@ -460,7 +517,7 @@ impl Store {
         let mut doomed = Vec::new();
         for kv in self.mail.scan_prefix(b"S") {
             let (k, v) = kv.map_err(st("reading subscribers"))?;
-            let s: Subscriber = decode(&v, "subscriber")?;
+            let s = decode_subscriber(&k, &v)?;
             if s.status == SubscriberStatus::Pending && s.pending_since < before {
                 doomed.push(k);
             }
@@ -486,6 +543,7 @@ impl Store {
         confirmed_source: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<ImportReport> {
+        let now = ms_precision(now);
         let _guard = self.subscribers_lock.lock();
         let mut report = ImportReport::default();
         let mut batch = sled::Batch::default();
@@ -546,7 +604,7 @@ impl Store {
                     history: vec![event],
                 },
             };
-            batch.insert(subscriber_key(list, &s.address), encode(&s));
+            batch.insert(subscriber_key(list, &s.address), encode_subscriber(&s));
             report.added += 1;
         }
         self.mail
@@ -653,7 +711,7 @@ impl Store {
                         exhausted = false;
                         break;
                     }
-                    let s: Subscriber = decode(&v, "subscriber")?;
+                    let s = decode_subscriber(&k, &v)?;
                     cursor = Some(s.address.clone());
                     if s.status == SubscriberStatus::Confirmed
                         && self.suppression(&s.address)?.is_none()
