@@ -389,8 +389,23 @@ async fn subscribe_confirm_receive_and_unsubscribe_in_one_click() {
 
 #[tokio::test]
 async fn relay_faults_are_retried_and_a_refused_mailbox_is_suppressed_alone() {
+    relay_faults(false).await;
+}
+
+/// The same faults with PIPELINING: every reply of a pipelined MAIL, RCPT, DATA is read in
+/// order, so a refusal leaves the session in step for the next mail.
+#[tokio::test]
+async fn relay_faults_are_handled_alike_when_commands_are_pipelined() {
+    relay_faults(true).await;
+}
+
+async fn relay_faults(pipelining: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let smtp = SmtpRecorder::start(dir.path(), "relay");
+    let smtp = if pipelining {
+        SmtpRecorder::start_pipelining(dir.path(), "relay", 0)
+    } else {
+        SmtpRecorder::start(dir.path(), "relay")
+    };
     let port = smtp.port;
     let cfg = mail_config(dir.path(), &smtp.url(), "");
     let d = start(dir.path(), &cfg);
@@ -458,7 +473,11 @@ async fn relay_faults_are_retried_and_a_refused_mailbox_is_suppressed_alone() {
     })
     .await;
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    let smtp = SmtpRecorder::start_on(dir.path(), "relay-again", port);
+    let smtp = if pipelining {
+        SmtpRecorder::start_pipelining(dir.path(), "relay-again", port)
+    } else {
+        SmtpRecorder::start_on(dir.path(), "relay-again", port)
+    };
     let counts = mailing_done(&api, &id2, 1).await;
     assert_eq!(counts["sent"], 2, "{counts}");
     assert_eq!(smtp.to("satu@redaksi.id").len(), 1);

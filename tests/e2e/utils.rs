@@ -268,15 +268,20 @@ impl SmtpRecorder {
     }
 
     pub fn start_on(dir: &Path, name: &str, port: u16) -> SmtpRecorder {
-        Self::spawn(dir, name, port, true)
+        Self::spawn(dir, name, port, true, false)
+    }
+
+    /// Offers PIPELINING: siar sends MAIL, RCPT and DATA in one write.
+    pub fn start_pipelining(dir: &Path, name: &str, port: u16) -> SmtpRecorder {
+        Self::spawn(dir, name, port, true, true)
     }
 
     /// Records envelopes only (not the messages): for volume tests.
     pub fn start_envelopes_only(dir: &Path, name: &str) -> SmtpRecorder {
-        Self::spawn(dir, name, 0, false)
+        Self::spawn(dir, name, 0, false, true)
     }
 
-    fn spawn(dir: &Path, name: &str, port: u16, keep_data: bool) -> SmtpRecorder {
+    fn spawn(dir: &Path, name: &str, port: u16, keep_data: bool, pipelining: bool) -> SmtpRecorder {
         let out = dir.join(format!("{name}.jsonl"));
         let faults = dir.join(format!("{name}-faults.json"));
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/smtp/recorder.py");
@@ -286,6 +291,7 @@ impl SmtpRecorder {
             .arg(&faults)
             .arg(port.to_string())
             .env("RECORD_DATA", if keep_data { "1" } else { "0" })
+            .env("PIPELINING", if pipelining { "1" } else { "0" })
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -11,7 +11,8 @@ command so a test can change it while the server runs:
     {"rcpt_451_first": N}     451 to the first N RCPT commands
     {"rcpt_550": ["a@b.id"]}  550 5.1.1 to RCPT for these addresses, always
 
-With RECORD_DATA=0 in the environment, only envelopes are recorded (for volume tests).
+With PIPELINING=1 in the environment, the server offers PIPELINING (RFC 2920; aiosmtpd reads
+pipelined commands in order either way). With RECORD_DATA=0, only envelopes are recorded (for volume tests).
 
 Prints "port N" on stdout once listening (PORT 0 or absent: any free port).
 """
@@ -30,6 +31,7 @@ class Handler:
         self.faults_path = faults_path
         self.counts = {}
         self.keep_data = os.environ.get("RECORD_DATA", "1") != "0"
+        self.pipelining = os.environ.get("PIPELINING", "0") == "1"
 
     def faults(self):
         try:
@@ -41,6 +43,12 @@ class Handler:
     def bump(self, key):
         self.counts[key] = self.counts.get(key, 0) + 1
         return self.counts[key]
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.pipelining:
+            responses.insert(1, "250-PIPELINING")
+        return responses
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         if self.bump("mail") <= self.faults().get("mail_421_first", 0):

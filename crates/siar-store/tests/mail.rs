@@ -1,6 +1,8 @@
 //! Subscribers and mail jobs on real sled: consent rules, and materialising recipients in
 //! atomic chunks that survive a reopen without skipping or doubling anyone.
 
+#![allow(clippy::unwrap_used)] // Tests: a panic is a failed test.
+
 use std::collections::BTreeSet;
 
 use chrono::{Duration, Utc};
