@@ -4,7 +4,8 @@
 Usage: recorder.py OUT.jsonl FAULTS.json [PORT]
 
 Records every accepted message as one JSON line in OUT.jsonl: the envelope sender, the
-recipients, and the message bytes (base64). Answers as FAULTS.json says, re-read on every
+recipients, the client's address and port (which session it came in), and the message bytes
+(base64). Answers as FAULTS.json says, re-read on every
 command so a test can change it while the server runs:
 
     {"mail_421_first": N}     421 to the first N MAIL commands (then the client must reconnect)
@@ -70,6 +71,7 @@ class Handler:
         record = {
             "from": envelope.mail_from,
             "to": envelope.rcpt_tos,
+            "session": "%s:%s" % tuple(session.peer[:2]),
             "data": base64.b64encode(envelope.original_content or b"").decode("ascii")
             if self.keep_data
             else "",
