@@ -239,3 +239,85 @@ async fn release_commands_go_through_the_daemon() {
     assert!(!ok);
     assert!(err.contains("cannot reach siar"), "{err}");
 }
+
+/// `siar subscribers import` (pending, or confirmed only with a stated source) and `export`.
+#[test]
+fn subscribers_import_and_export() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("siar.toml");
+    std::fs::write(&cfg, "[[lists]]\nid = \"jurnalis\"\nname = \"Jurnalis\"\n").unwrap();
+    let d = Daemon::start_with(dir.path(), Some(&cfg), &[]);
+    let csv = dir.path().join("wartawan.csv");
+    std::fs::write(
+        &csv,
+        "nama,email\nAni,ani@redaksi.id\nBudi, Budi@Redaksi.ID \nRusak,bukan alamat\nCitra,citra@redaksi.id\n",
+    )
+    .unwrap();
+    let path = csv.to_str().unwrap();
+    let (ok, out, err) = siar(
+        dir.path(),
+        &d.url,
+        &["subscribers", "import", path, "--list", "jurnalis"],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("3 added as pending"), "{out}");
+    assert!(out.contains("1 invalid") && out.contains("line 4"), "{out}");
+    // --confirmed needs --source.
+    let (ok, _, err) = siar(
+        dir.path(),
+        &d.url,
+        &[
+            "subscribers",
+            "import",
+            path,
+            "--list",
+            "jurnalis",
+            "--confirmed",
+        ],
+    );
+    assert!(!ok);
+    assert!(err.contains("--source"), "{err}");
+    let (ok, out, err) = siar(
+        dir.path(),
+        &d.url,
+        &[
+            "subscribers",
+            "import",
+            path,
+            "--list",
+            "jurnalis",
+            "--confirmed",
+            "--source",
+            "persetujuan tertulis 2 Nov",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("3 added as confirmed"), "{out}");
+    // An unknown list is a clear error.
+    let (ok, _, err) = siar(
+        dir.path(),
+        &d.url,
+        &["subscribers", "import", path, "--list", "tidak-ada"],
+    );
+    assert!(!ok);
+    assert!(err.contains("no list"), "{err}");
+
+    let (ok, out, err) = siar(
+        dir.path(),
+        &d.url,
+        &["subscribers", "export", "--list", "jurnalis"],
+    );
+    assert!(ok, "{err}");
+    let mut lines = out.lines();
+    assert_eq!(
+        lines.next(),
+        Some("address,status,created_at,confirmed_at,left_at,consent")
+    );
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 3, "{out}");
+    assert!(rows[1].starts_with("budi@redaksi.id,confirmed,"), "{out}");
+    assert!(
+        rows[1].contains("import (confirmed): persetujuan tertulis 2 Nov"),
+        "{out}"
+    );
+}

@@ -170,7 +170,11 @@ async fn at_most_max_connections_sessions_are_open_at_once() {
     }
     let peak = peak.load(std::sync::atomic::Ordering::SeqCst);
     assert!((1..=3).contains(&peak), "{peak} sessions open at once");
-    assert_eq!(relay.sessions_opened(), peak as u64, "idle sessions are reused");
+    assert_eq!(
+        relay.sessions_opened(),
+        peak as u64,
+        "idle sessions are reused"
+    );
 }
 
 #[tokio::test]
