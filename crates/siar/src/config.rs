@@ -822,4 +822,40 @@ mode = "every morning"
         let errs = Config::load(Some(&path), env(&[])).unwrap_err();
         assert!(errs[0].message.contains("listne"), "{errs:?}");
     }
+
+    #[test]
+    fn mail_keys_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("siar.toml");
+        std::fs::write(
+            &path,
+            r#"
+[smtp]
+url = "smtp://relay:25?tls=maybe"
+from = "bukan alamat"
+return_path = "bounces+{verp}"
+unsubscribe_mailto = "berhenti@kalselprov.go.id"
+rotate_after = 0
+dkim_selector = "siar2026"
+[[lists]]
+id = "jurnalis"
+name = "J"
+from = "<>"
+"#,
+        )
+        .unwrap();
+        let errs = Config::load(Some(&path), env(&[])).unwrap_err();
+        let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+        for k in [
+            "smtp.url",
+            "smtp.from",
+            "smtp.return_path",
+            "smtp.unsubscribe_mailto",
+            "smtp.rotate_after",
+            "smtp.dkim_key_file",
+            "lists[0].from",
+        ] {
+            assert!(keys.contains(&k), "{k} not named: {errs:?}");
+        }
+    }
 }
