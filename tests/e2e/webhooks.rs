@@ -178,7 +178,17 @@ async fn partners_get_signed_deliveries_with_retries_and_isolation() {
 
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("siar.toml");
-    std::fs::write(&cfg, config(&base, &hole_url, &closed)).unwrap();
+    // The operator is mailed when a partner is disabled.
+    let smtp = SmtpRecorder::start(dir.path(), "ops-relay");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{}\n[smtp]\nurl = \"{}\"\nfrom = \"siar <siar@kalselprov.go.id>\"\n\n[ops]\nemail = \"ops@kalselprov.go.id\"\n",
+            config(&base, &hole_url, &closed),
+            smtp.url()
+        ),
+    )
+    .unwrap();
     let secret = format!(
         "whsec_{}",
         base64::engine::general_purpose::STANDARD.encode(*b"rahasia-mitra-siar-kalsel-2026!!")
@@ -356,6 +366,23 @@ async fn partners_get_signed_deliveries_with_retries_and_isolation() {
     .await;
     assert_eq!(count(&log, "gone"), 1);
     assert!(d.logs().contains("Partner disabled"), "{}", d.logs());
+    let notice = eventually(
+        10,
+        "the operator's mail about the disabled partner",
+        || async { smtp.to("ops@kalselprov.go.id").pop() },
+    )
+    .await;
+    assert!(
+        notice.subject().contains("partner gone disabled"),
+        "{}",
+        notice.subject()
+    );
+    assert!(notice.text().contains("410"), "{}", notice.text());
+    assert!(
+        notice.text().contains("siar deliveries enable gone"),
+        "{}",
+        notice.text()
+    );
 
     // A correction and a retraction reach who received the release, marked as such.
     let (s, _) = {
