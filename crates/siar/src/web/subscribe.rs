@@ -474,3 +474,33 @@ pub async fn unsubscribe(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limiter_counts_per_key_within_the_hour() {
+        let l = Limiter::default();
+        assert!((0..20).all(|_| l.allow("ip:10.0.0.1", 20)));
+        assert!(!l.allow("ip:10.0.0.1", 20), "the 21st request in the hour");
+        // Another client and another address are counted apart.
+        assert!(l.allow("ip:10.0.0.2", 20));
+        assert!(l.allow("address:a@b.id", 3));
+    }
+
+    #[test]
+    fn the_client_is_the_peer_unless_a_local_proxy_forwards() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "203.0.113.9, 10.0.0.1".parse().unwrap());
+        let local: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let remote: SocketAddr = "198.51.100.7:5000".parse().unwrap();
+        assert_eq!(
+            client_ip(&h, Some(local)),
+            Some("203.0.113.9".parse().unwrap())
+        );
+        // A client that is not a local proxy cannot pick its own address.
+        assert_eq!(client_ip(&h, Some(remote)), Some(remote.ip()));
+        assert_eq!(client_ip(&HeaderMap::new(), Some(local)), Some(local.ip()));
+    }
+}
