@@ -9,7 +9,10 @@ use siar::cli;
 use siar::config::Config;
 
 // The daemon allocates many small, short-lived buffers per request (HTTP, JSON, the store's
-// pages); mimalloc handles that pattern markedly better than glibc's allocator.
+// pages); mimalloc handles that pattern markedly better than glibc's allocator. Built without
+// transparent huge pages (feature `no_thp`): with them each thread's heap held 2 MiB pages, and
+// the daemon sat at 60 MB idle and ~200 MB mailing a list of 100,000 (17 MB and ~115 MB
+// without), at no measurable cost in the benchmarks.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
