@@ -641,3 +641,76 @@ print("verified", dkim.DKIM(msg).verify(dnsfunc=dns))
         assert!(signed.iter().any(|s| s == h), "{h} not signed: {signed:?}");
     }
 }
+
+/// A correction while the first mailing is still going out: the rest of the list gets the
+/// corrected text as the release itself, and only those who got the first text get a
+/// "KOREKSI" — everyone ends with exactly one copy of the release.
+#[tokio::test]
+async fn a_correction_during_a_mailing_reaches_each_recipient_once_as_it_should() {
+    const N: usize = 600;
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = SmtpRecorder::start(dir.path(), "relay");
+    let cfg = mail_config(dir.path(), &smtp.url(), "");
+    // Slow the relay side down: 100 mails a second.
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("rate_per_second = 1000", "rate_per_second = 100");
+    std::fs::write(&cfg, text).unwrap();
+    let d = start(dir.path(), &cfg);
+    let api = d.client();
+    let addresses: Vec<String> = (0..N).map(|i| format!("r{i:03}@redaksi.id")).collect();
+    let r = api
+        .post("/api/v1/lists/jurnalis/subscribers")
+        .json(&json!({"addresses": addresses, "confirmed": true, "source": "test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let id = publish(&api, 1).await;
+    eventually(30, "the first hundred mails", || async {
+        (smtp.messages().len() >= 100).then_some(())
+    })
+    .await;
+    let r = api
+        .post(&format!(
+            "/api/v1/releases/{id}/corrections?note=Tanggal%20diperbaiki"
+        ))
+        .header("Content-Type", "text/plain")
+        .body(release_text(1).replace("lancar", "sangat lancar"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    mailing_done(&api, &id, 2).await;
+    let mut first_text = 0;
+    for a in &addresses {
+        let mails = smtp.to(a);
+        let originals: Vec<&Received> = mails
+            .iter()
+            .filter(|m| !m.subject().starts_with("KOREKSI"))
+            .collect();
+        let corrections = mails.len() - originals.len();
+        assert_eq!(
+            originals.len(),
+            1,
+            "{a} got the release {} times",
+            originals.len()
+        );
+        let id_header = originals[0].parsed().message_id().unwrap().to_owned();
+        if id_header.contains(".v1.new.") {
+            first_text += 1;
+            assert_eq!(corrections, 1, "{a} got the first text but no correction");
+        } else {
+            assert!(id_header.contains(".v2.new."), "{id_header}");
+            assert!(originals[0].text().contains("sangat lancar"));
+            assert_eq!(
+                corrections, 0,
+                "{a} got the corrected text and a correction"
+            );
+        }
+    }
+    assert!(
+        first_text >= 100 && first_text < N,
+        "{first_text} got the first text"
+    );
+}

@@ -721,6 +721,13 @@ impl Store {
                 }
             }
             JobSource::Received { job: source } => {
+                // A correction goes to who got an older text (a mailing still running when
+                // the correction came sent the new text to the rest); a retraction to who
+                // got any.
+                let below = match job.items.first() {
+                    Some(i) if i.event == Event::Corrected => i.version,
+                    _ => u32::MAX,
+                };
                 let prefix = rows_prefix(*source);
                 let start = match cursor.as_deref().and_then(|c| c.parse::<u32>().ok()) {
                     Some(seq) => row_key(*source, seq.saturating_add(1)),
@@ -737,7 +744,10 @@ impl Store {
                     }
                     let row: MailRow = decode(&v, "mail row")?;
                     cursor = trailing_seq(&k).map(|s| s.to_string());
-                    if row.state == RowState::Sent && self.is_receiving(&job.list, &row.address)? {
+                    if row.state == RowState::Sent
+                        && row.version < below
+                        && self.is_receiving(&job.list, &row.address)?
+                    {
                         addresses.push(row.address);
                     }
                 }
