@@ -714,3 +714,58 @@ async fn a_correction_during_a_mailing_reaches_each_recipient_once_as_it_should(
         "{first_text} got the first text"
     );
 }
+
+/// A message refused for its content (5xx after DATA) fails for that recipient without
+/// suppressing the address; the list delivery is marked failed, and an operator's retry
+/// re-sends to that recipient only.
+#[tokio::test]
+async fn a_refused_message_fails_and_an_operators_retry_resends_to_it_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = SmtpRecorder::start(dir.path(), "relay");
+    let cfg = mail_config(dir.path(), &smtp.url(), "");
+    let d = start(dir.path(), &cfg);
+    let api = d.client();
+    let r = api
+        .post("/api/v1/lists/jurnalis/subscribers")
+        .json(&json!({"addresses": ["a@redaksi.id", "b@redaksi.id", "c@redaksi.id"], "confirmed": true, "source": "test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    smtp.set_faults(json!({"data_554": ["b@redaksi.id"]}));
+    let id = publish(&api, 1).await;
+    let counts = mailing_done(&api, &id, 1).await;
+    assert_eq!(
+        (counts["sent"].as_u64(), counts["failed"].as_u64()),
+        (Some(2), Some(1)),
+        "{counts}"
+    );
+    let ld = list_delivery(&api, &id).await.pop().unwrap();
+    let (_, dl) = api
+        .get_json(&format!("/api/v1/deliveries/{ld}/attempts"))
+        .await;
+    assert!(dl.to_string().contains("failed 1"), "{dl}");
+    assert_eq!(
+        subscriber_status(&api, "b@redaksi.id").await,
+        "confirmed",
+        "not the mailbox's fault"
+    );
+    // The relay accepts it now; the operator retries the list delivery.
+    smtp.set_faults(json!({}));
+    let r = api
+        .post(&format!("/api/v1/deliveries/{ld}/retry"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    eventually(20, "the retry to finish", || async {
+        let (_, r) = api
+            .get_json(&format!("/api/v1/deliveries/{ld}/recipients"))
+            .await;
+        (r["sent"] == 3 && r["done"] == true).then_some(())
+    })
+    .await;
+    assert_eq!(smtp.to("a@redaksi.id").len(), 1);
+    assert_eq!(smtp.to("b@redaksi.id").len(), 1);
+    assert_eq!(smtp.to("c@redaksi.id").len(), 1);
+}

@@ -11,6 +11,7 @@ command so a test can change it while the server runs:
     {"mail_421_first": N}     421 to the first N MAIL commands (then the client must reconnect)
     {"rcpt_451_first": N}     451 to the first N RCPT commands
     {"rcpt_550": ["a@b.id"]}  550 5.1.1 to RCPT for these addresses, always
+    {"data_554": ["a@b.id"]}  554 5.7.1 after the data of a message to these addresses
 
 With PIPELINING=1 in the environment, the server offers PIPELINING (RFC 2920; aiosmtpd reads
 pipelined commands in order either way). With RECORD_DATA=0, only envelopes are recorded (for volume tests).
@@ -68,6 +69,9 @@ class Handler:
         return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        refused = [a.lower() for a in self.faults().get("data_554", [])]
+        if any(r.lower() in refused for r in envelope.rcpt_tos):
+            return "554 5.7.1 Message content rejected"
         record = {
             "from": envelope.mail_from,
             "to": envelope.rcpt_tos,
