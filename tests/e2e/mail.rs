@@ -710,7 +710,7 @@ async fn a_correction_during_a_mailing_reaches_each_recipient_once_as_it_should(
         }
     }
     assert!(
-        first_text >= 100 && first_text < N,
+        (100..N).contains(&first_text),
         "{first_text} got the first text"
     );
 }
