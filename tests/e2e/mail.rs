@@ -324,6 +324,24 @@ async fn subscribe_confirm_receive_and_unsubscribe_in_one_click() {
         .map(|m| m.to[0].clone())
         .collect();
     assert!(!to.contains(&"ani@redaksi.id".to_owned()), "{to:?}");
+    let metrics = reqwest::get(format!("{}/metrics", d.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("siar_mail_messages_total{outcome=\"sent\"} 5"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("siar_mail_confirmations_sent_total 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("siar_list_subscribers{list=\"jurnalis\",status=\"unsubscribed\"} 1"),
+        "{metrics}"
+    );
 
     // A correction goes to who got it, marked; a retraction likewise.
     let before = smtp.messages().len();

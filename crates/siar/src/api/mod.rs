@@ -4,6 +4,7 @@
 mod deliveries;
 mod health;
 mod lists;
+mod metrics;
 mod openapi;
 mod releases;
 
@@ -77,6 +78,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/openapi.json", get(openapi::document))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::metrics))
         .layer(
             tower::ServiceBuilder::new()
                 .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(

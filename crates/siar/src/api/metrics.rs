@@ -1,0 +1,185 @@
+//! `GET /metrics`: Prometheus text exposition (format 0.0.4) of what an operator on call
+//! needs first — partner webhooks (disabled, breaker, queue depth, oldest due) and mail
+//! (messages by outcome, relay sessions and pace, subscribers by list and status).
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use crate::app::App;
+
+/// Escapes a label value (backslash, quote, newline).
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// The metrics, rendered on each scrape from the engines' state and counters.
+pub async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let mut out = String::with_capacity(4096);
+    let now = app.clock.now();
+    if let Some(engine) = app.webhooks.get() {
+        match engine.status(&app) {
+            Ok(partners) => {
+                family(
+                    &mut out,
+                    "siar_partner_disabled",
+                    "gauge",
+                    "1 while a partner is disabled (a 410, or days of nothing but failures).",
+                );
+                for p in &partners {
+                    let _ = writeln!(
+                        out,
+                        "siar_partner_disabled{{partner=\"{}\"}} {}",
+                        label(&p.id),
+                        u8::from(p.disabled.is_some())
+                    );
+                }
+                family(
+                    &mut out,
+                    "siar_partner_breaker_open",
+                    "gauge",
+                    "1 while a partner's circuit breaker pauses its attempts.",
+                );
+                for p in &partners {
+                    let _ = writeln!(
+                        out,
+                        "siar_partner_breaker_open{{partner=\"{}\"}} {}",
+                        label(&p.id),
+                        u8::from(p.breaker != "closed")
+                    );
+                }
+                family(
+                    &mut out,
+                    "siar_partner_consecutive_failures",
+                    "gauge",
+                    "Failed attempts in a row.",
+                );
+                for p in &partners {
+                    let _ = writeln!(
+                        out,
+                        "siar_partner_consecutive_failures{{partner=\"{}\"}} {}",
+                        label(&p.id),
+                        p.consecutive_failures
+                    );
+                }
+                family(
+                    &mut out,
+                    "siar_partner_queue_depth",
+                    "gauge",
+                    "Webhook deliveries waiting or in flight.",
+                );
+                for p in &partners {
+                    let _ = writeln!(
+                        out,
+                        "siar_partner_queue_depth{{partner=\"{}\"}} {}",
+                        label(&p.id),
+                        p.queued
+                    );
+                }
+                family(&mut out, "siar_partner_oldest_due_seconds", "gauge", "How long the partner's earliest waiting delivery has been due (0: none overdue).");
+                for p in &partners {
+                    let age = p.next_due.map_or(0.0, |t| {
+                        ((now - t).num_milliseconds().max(0) as f64) / 1000.0
+                    });
+                    let _ = writeln!(
+                        out,
+                        "siar_partner_oldest_due_seconds{{partner=\"{}\"}} {age}",
+                        label(&p.id)
+                    );
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "Could not read the partners' state for /metrics.")
+            }
+        }
+    }
+    if let Some(mail) = app.mail.get() {
+        let s = &mail.stats;
+        family(&mut out, "siar_mail_messages_total", "counter", "List mails by outcome since start: sent, retried (a 4xx or the relay unreachable), bounced (5xx to RCPT), failed, skipped (left the list or the release was withdrawn first).");
+        for (outcome, v) in [
+            ("sent", &s.sent),
+            ("retried", &s.retried),
+            ("bounced", &s.bounced),
+            ("failed", &s.failed),
+            ("skipped", &s.skipped),
+        ] {
+            let _ = writeln!(
+                out,
+                "siar_mail_messages_total{{outcome=\"{outcome}\"}} {}",
+                v.load(Ordering::Relaxed)
+            );
+        }
+        family(
+            &mut out,
+            "siar_mail_confirmations_sent_total",
+            "counter",
+            "Subscription confirmation mails the relay accepted.",
+        );
+        let _ = writeln!(
+            out,
+            "siar_mail_confirmations_sent_total {}",
+            s.confirmations.load(Ordering::Relaxed)
+        );
+        family(
+            &mut out,
+            "siar_smtp_sessions_opened_total",
+            "counter",
+            "SMTP sessions opened to the relay (rotation and reconnects included).",
+        );
+        let _ = writeln!(
+            out,
+            "siar_smtp_sessions_opened_total {}",
+            mail.relay.sessions_opened()
+        );
+        family(
+            &mut out,
+            "siar_smtp_rate_per_second",
+            "gauge",
+            "The pace towards the relay now (below smtp.rate_per_second after a 4xx).",
+        );
+        let _ = writeln!(
+            out,
+            "siar_smtp_rate_per_second {}",
+            mail.relay.current_rate()
+        );
+        family(
+            &mut out,
+            "siar_list_subscribers",
+            "gauge",
+            "Subscribers by list and status.",
+        );
+        for l in &app.config.lists {
+            match app.store.subscriber_counts(&l.id) {
+                Ok(counts) => {
+                    for (status, n) in counts {
+                        let _ = writeln!(
+                            out,
+                            "siar_list_subscribers{{list=\"{}\",status=\"{status}\"}} {n}",
+                            label(&l.id)
+                        );
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "Could not count subscribers for /metrics."),
+            }
+        }
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
