@@ -277,6 +277,24 @@ async fn conditional_get_compression_and_head() {
         identity.len().to_string().as_str()
     );
     assert!(r.bytes().await.unwrap().is_empty());
+
+    // /metrics counts feed requests and the 304s among them.
+    let m = c
+        .get(format!("{}/metrics", d.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |name: &str| -> u64 {
+        m.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing:\n{m}"))
+    };
+    assert_eq!(value("siar_feed_not_modified_total"), 3, "{m}");
+    assert!(value("siar_feed_requests_total") >= 8, "{m}");
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! `GET /metrics`: Prometheus text exposition (format 0.0.4) of what an operator on call
-//! needs first — partner webhooks (disabled, breaker, queue depth, oldest due) and mail
-//! (messages by outcome, relay sessions and pace, subscribers by list and status).
+//! needs first — feed requests and 304s, partner webhooks (disabled, breaker, queue depth,
+//! oldest due) and mail (messages by outcome, relay sessions and pace, subscribers by list and
+//! status).
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -28,6 +29,28 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {
     let mut out = String::with_capacity(4096);
     let now = app.clock.now();
+    family(
+        &mut out,
+        "siar_feed_requests_total",
+        "counter",
+        "Feed requests answered since start.",
+    );
+    let _ = writeln!(
+        out,
+        "siar_feed_requests_total {}",
+        app.feeds.requests.load(Ordering::Relaxed)
+    );
+    family(
+        &mut out,
+        "siar_feed_not_modified_total",
+        "counter",
+        "Feed requests answered 304 Not Modified.",
+    );
+    let _ = writeln!(
+        out,
+        "siar_feed_not_modified_total {}",
+        app.feeds.not_modified.load(Ordering::Relaxed)
+    );
     if let Some(engine) = app.webhooks.get() {
         match engine.status(&app) {
             Ok(partners) => {

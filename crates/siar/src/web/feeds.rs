@@ -189,9 +189,20 @@ pub struct FeedCache {
     pending: std::sync::Mutex<Vec<Arc<Release>>>,
     /// Wakes the renderer when `pending` gains an id.
     changed: tokio::sync::Notify,
+    /// Feed requests answered, and how many of them with 304 (for `/metrics`).
+    pub requests: std::sync::atomic::AtomicU64,
+    pub not_modified: std::sync::atomic::AtomicU64,
 }
 
 impl FeedCache {
+    fn count(&self, status: StatusCode) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.requests.fetch_add(1, Relaxed);
+        if status == StatusCode::NOT_MODIFIED {
+            self.not_modified.fetch_add(1, Relaxed);
+        }
+    }
+
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.current.load_full()
     }
@@ -734,6 +745,7 @@ pub fn answer<B>(
             r
         }
     };
+    app.feeds.count(resp.status());
     if method == axum::http::Method::HEAD {
         // The length of what GET would send, without the bytes.
         let len = http_body::Body::size_hint(resp.body()).exact();
@@ -749,8 +761,10 @@ pub fn answer<B>(
 /// Every `/feeds/…` request that reaches the router: the path is the key.
 pub async fn serve(State(app): State<Arc<App>>, req: Request) -> Response {
     let snap = app.feeds.current.load();
-    match snap.docs.get(req.uri().path()) {
+    let resp = match snap.docs.get(req.uri().path()) {
         Some(doc) => respond(doc.rendered(), req.headers()),
         None => (StatusCode::NOT_FOUND, "Feed tidak ditemukan.\n").into_response(),
-    }
+    };
+    app.feeds.count(resp.status());
+    resp
 }
