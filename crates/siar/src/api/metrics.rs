@@ -35,11 +35,7 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
         "counter",
         "Feed requests answered since start.",
     );
-    let _ = writeln!(
-        out,
-        "siar_feed_requests_total {}",
-        app.feeds.requests.load(Ordering::Relaxed)
-    );
+    let _ = writeln!(out, "siar_feed_requests_total {}", app.feeds.requests.get());
     family(
         &mut out,
         "siar_feed_not_modified_total",
@@ -49,7 +45,7 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
     let _ = writeln!(
         out,
         "siar_feed_not_modified_total {}",
-        app.feeds.not_modified.load(Ordering::Relaxed)
+        app.feeds.not_modified.get()
     );
     if let Some(engine) = app.webhooks.get() {
         match engine.status(&app) {
