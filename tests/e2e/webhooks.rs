@@ -383,6 +383,22 @@ async fn partners_get_signed_deliveries_with_retries_and_isolation() {
         "{}",
         notice.text()
     );
+    // And the metrics say so.
+    let metrics = reqwest::get(format!("{}/metrics", d.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "siar_partner_disabled{partner=\"gone\"} 1",
+        "siar_partner_disabled{partner=\"h1\"} 0",
+        "siar_webhook_attempts_total{partner=\"h1\",outcome=\"delivered\"} 2",
+        "siar_webhook_attempts_total{partner=\"gone\",outcome=\"gone\"} 1",
+        "siar_webhook_attempt_seconds_count{partner=\"h1\"} 2",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
 
     // A correction and a retraction reach who received the release, marked as such.
     let (s, _) = {

@@ -86,6 +86,42 @@ struct Partner {
     /// Start times of recent attempts, for `rate_per_minute`.
     recent: Mutex<std::collections::VecDeque<DateTime<Utc>>>,
     disabled: Mutex<Option<Disabled>>,
+    stats: PartnerStats,
+}
+
+/// Upper bounds (seconds) of the attempt latency histogram's buckets.
+const LATENCY_BUCKETS: [f64; 9] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// Attempts by outcome and their latency, for `/metrics`.
+#[derive(Default)]
+struct PartnerStats {
+    /// delivered, retry, failed, gone.
+    outcomes: [std::sync::atomic::AtomicU64; 4],
+    /// Cumulative counts per bucket of `LATENCY_BUCKETS`, then +Inf.
+    buckets: [std::sync::atomic::AtomicU64; 10],
+    latency_sum_us: std::sync::atomic::AtomicU64,
+}
+
+impl PartnerStats {
+    fn record(&self, outcome: &str, took: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let i = match outcome {
+            "delivered" => 0,
+            "retry" => 1,
+            "failed" => 2,
+            _ => 3,
+        };
+        self.outcomes[i].fetch_add(1, Relaxed);
+        let secs = took.as_secs_f64();
+        for (b, bound) in LATENCY_BUCKETS.iter().enumerate() {
+            if secs <= *bound {
+                self.buckets[b].fetch_add(1, Relaxed);
+            }
+        }
+        self.buckets[9].fetch_add(1, Relaxed);
+        self.latency_sum_us
+            .fetch_add(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Relaxed);
+    }
 }
 
 impl Partner {
@@ -166,6 +202,7 @@ impl Engine {
                     }),
                     recent: Mutex::default(),
                     disabled: Mutex::new(disabled),
+                    stats: PartnerStats::default(),
                 }),
             );
         }
@@ -174,6 +211,48 @@ impl Engine {
             worker: format!("webhooks-{}", std::process::id()),
             payloads: Mutex::default(),
         })
+    }
+
+    /// Attempts by partner and outcome, and their latency, in Prometheus text.
+    pub fn write_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        use std::sync::atomic::Ordering::Relaxed;
+        let _ = writeln!(out, "# HELP siar_webhook_attempts_total Webhook attempts by partner and outcome (delivered, retry, failed, gone) since start.\n# TYPE siar_webhook_attempts_total counter");
+        for p in self.partners.values() {
+            for (i, outcome) in ["delivered", "retry", "failed", "gone"].iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "siar_webhook_attempts_total{{partner=\"{}\",outcome=\"{outcome}\"}} {}",
+                    p.config.id,
+                    p.stats.outcomes[i].load(Relaxed)
+                );
+            }
+        }
+        let _ = writeln!(out, "# HELP siar_webhook_attempt_seconds How long webhook attempts took.\n# TYPE siar_webhook_attempt_seconds histogram");
+        for p in self.partners.values() {
+            let id = &p.config.id;
+            for (b, bound) in LATENCY_BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "siar_webhook_attempt_seconds_bucket{{partner=\"{id}\",le=\"{bound}\"}} {}",
+                    p.stats.buckets[b].load(Relaxed)
+                );
+            }
+            let count = p.stats.buckets[9].load(Relaxed);
+            let _ = writeln!(
+                out,
+                "siar_webhook_attempt_seconds_bucket{{partner=\"{id}\",le=\"+Inf\"}} {count}"
+            );
+            let _ = writeln!(
+                out,
+                "siar_webhook_attempt_seconds_sum{{partner=\"{id}\"}} {}",
+                p.stats.latency_sum_us.load(Relaxed) as f64 / 1e6
+            );
+            let _ = writeln!(
+                out,
+                "siar_webhook_attempt_seconds_count{{partner=\"{id}\"}} {count}"
+            );
+        }
     }
 
     /// How every partner stands, for operators.
@@ -550,6 +629,7 @@ async fn deliver(app: &App, engine: &Engine, p: &Partner, claim: Claim) -> Outco
         response: result.response.clone(),
         next_at,
     };
+    p.stats.record(outcome, result.duration);
     let settlement = match (outcome, next_at) {
         ("delivered", _) => Settlement::Delivered,
         ("retry", Some(at)) => Settlement::RetryAt(at, result.error.clone()),

@@ -48,6 +48,7 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
         app.feeds.not_modified.get()
     );
     if let Some(engine) = app.webhooks.get() {
+        engine.write_metrics(&mut out);
         match engine.status(&app) {
             Ok(partners) => {
                 family(
