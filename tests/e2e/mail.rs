@@ -338,6 +338,12 @@ async fn subscribe_confirm_receive_and_unsubscribe_in_one_click() {
         metrics.contains("siar_mail_confirmations_sent_total 3"),
         "{metrics}"
     );
+    for line in [
+        "siar_releases_ingested_total 2",
+        "siar_releases_published_total 2",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
     assert!(
         metrics.contains("siar_list_subscribers{list=\"jurnalis\",status=\"unsubscribed\"} 1"),
         "{metrics}"

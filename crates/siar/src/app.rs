@@ -37,6 +37,11 @@ pub struct App {
     pub webhooks: std::sync::OnceLock<Arc<crate::deliver::Engine>>,
     /// The mail engine, once started.
     pub mail: std::sync::OnceLock<Arc<crate::mail::Mailer>>,
+    /// Releases stored, repeats recognised, and releases published (now or when their
+    /// `publish_at` came), since start: for `/metrics`.
+    pub ingested: std::sync::atomic::AtomicU64,
+    pub repeats: std::sync::atomic::AtomicU64,
+    pub published: std::sync::atomic::AtomicU64,
     media: MediaStore,
 }
 
@@ -84,6 +89,9 @@ impl App {
             deliveries_changed: Notify::new(),
             webhooks: std::sync::OnceLock::new(),
             mail: std::sync::OnceLock::new(),
+            ingested: Default::default(),
+            repeats: Default::default(),
+            published: Default::default(),
         })
     }
 
@@ -143,13 +151,16 @@ impl App {
         if out.created {
             info!(release = %r.id, slug = %r.slug, source = %actor, status = ?r.status,
                   publish_at = %r.publish_at, deliveries = out.deliveries, "Ingested.");
+            self.ingested.fetch_add(1, Ordering::Relaxed);
             if r.status == Status::Scheduled {
                 self.schedule_changed.notify_one();
             } else {
+                self.published.fetch_add(1, Ordering::Relaxed);
                 self.feeds.release_changed(r);
                 self.deliveries_changed.notify_waiters();
             }
         } else {
+            self.repeats.fetch_add(1, Ordering::Relaxed);
             info!(release = %r.id, source = %actor, "Already known; returned the existing release.");
         }
         Ok(out)

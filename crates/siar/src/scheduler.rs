@@ -23,6 +23,8 @@ pub async fn run_publisher(app: Arc<App>, shutdown: CancellationToken) {
         let mut wait = Duration::seconds(60);
         match app.store.publish_due(now, app.router.as_ref()) {
             Ok(published) => {
+                app.published
+                    .fetch_add(published.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 for r in &published {
                     let late = now - r.publish_at;
                     if late > Duration::seconds(60) {

@@ -29,6 +29,26 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {
     let mut out = String::with_capacity(4096);
     let now = app.clock.now();
+    for (name, help, v) in [
+        (
+            "siar_releases_ingested_total",
+            "New releases stored since start.",
+            &app.ingested,
+        ),
+        (
+            "siar_releases_repeated_total",
+            "Inputs recognised as releases already stored (idempotency).",
+            &app.repeats,
+        ),
+        (
+            "siar_releases_published_total",
+            "Releases published since start (at once, or when their publish_at came).",
+            &app.published,
+        ),
+    ] {
+        family(&mut out, name, "counter", help);
+        let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));
+    }
     family(
         &mut out,
         "siar_feed_requests_total",
