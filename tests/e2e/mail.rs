@@ -135,6 +135,17 @@ async fn mailing_done(api: &Api, release: &str, deliveries: usize) -> serde_json
     .await
 }
 
+/// Adds confirmed subscribers to a list through the API.
+async fn import_confirmed(api: &Api, list: &str, addresses: &[impl serde::Serialize]) {
+    let r = api
+        .post(&format!("/api/v1/lists/{list}/subscribers"))
+        .json(&json!({"addresses": addresses, "confirmed": true, "source": "test"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
 async fn publish(api: &Api, n: usize) -> String {
     let (s, r) = api.post_text(release_text(n)).await;
     assert_eq!(s, 201, "{r}");
@@ -542,13 +553,7 @@ async fn a_digest_list_gets_one_mail_per_firing_and_none_when_nothing_came() {
     );
     let d = start(dir.path(), &cfg);
     let api = d.client();
-    let r = api
-        .post("/api/v1/lists/harian/subscribers")
-        .json(&json!({"addresses": ["redaksi@koran.id"], "confirmed": true, "source": "test"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    import_confirmed(&api, "harian", &["redaksi@koran.id"]).await;
     let a = publish(&api, 1).await;
     let b = publish(&api, 2).await;
     let digest = eventually(20, "a digest", || async {
@@ -611,13 +616,7 @@ async fn list_mail_is_dkim_signed_when_a_key_is_configured() {
     std::fs::write(&cfg, text).unwrap();
     let d = start(dir.path(), &cfg);
     let api = d.client();
-    let r = api
-        .post("/api/v1/lists/jurnalis/subscribers")
-        .json(&json!({"addresses": ["ani@redaksi.id"], "confirmed": true, "source": "test"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    import_confirmed(&api, "jurnalis", &["ani@redaksi.id"]).await;
     let id = publish(&api, 1).await;
     mailing_done(&api, &id, 1).await;
     let mail = smtp.to("ani@redaksi.id").pop().unwrap();
@@ -683,13 +682,7 @@ async fn a_correction_during_a_mailing_reaches_each_recipient_once_as_it_should(
     let d = start(dir.path(), &cfg);
     let api = d.client();
     let addresses: Vec<String> = (0..N).map(|i| format!("r{i:03}@redaksi.id")).collect();
-    let r = api
-        .post("/api/v1/lists/jurnalis/subscribers")
-        .json(&json!({"addresses": addresses, "confirmed": true, "source": "test"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    import_confirmed(&api, "jurnalis", &addresses).await;
     let id = publish(&api, 1).await;
     eventually(30, "the first hundred mails", || async {
         (smtp.messages().len() >= 100).then_some(())
@@ -749,13 +742,12 @@ async fn a_refused_message_fails_and_an_operators_retry_resends_to_it_only() {
     let cfg = mail_config(dir.path(), &smtp.url(), "");
     let d = start(dir.path(), &cfg);
     let api = d.client();
-    let r = api
-        .post("/api/v1/lists/jurnalis/subscribers")
-        .json(&json!({"addresses": ["a@redaksi.id", "b@redaksi.id", "c@redaksi.id"], "confirmed": true, "source": "test"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    import_confirmed(
+        &api,
+        "jurnalis",
+        &["a@redaksi.id", "b@redaksi.id", "c@redaksi.id"],
+    )
+    .await;
     smtp.set_faults(json!({"data_554": ["b@redaksi.id"]}));
     let id = publish(&api, 1).await;
     let counts = mailing_done(&api, &id, 1).await;

@@ -210,6 +210,8 @@ pub struct Relay {
     idle: Mutex<Vec<Session>>,
     bucket: Bucket,
     opened: std::sync::atomic::AtomicU64,
+    /// Of those, sessions on which the relay offered PIPELINING.
+    pipelined: std::sync::atomic::AtomicU64,
 }
 
 enum Stage {
@@ -254,6 +256,7 @@ impl Relay {
             bucket: Bucket::new(cfg.rate_per_second),
             idle: Mutex::new(Vec::new()),
             opened: Default::default(),
+            pipelined: Default::default(),
             cfg,
         }
     }
@@ -270,6 +273,11 @@ impl Relay {
     /// Sessions opened so far (rotation and reconnects included).
     pub fn sessions_opened(&self) -> u64 {
         self.opened.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Of those, how many pipelined their commands (the relay offered PIPELINING).
+    pub fn sessions_pipelined(&self) -> u64 {
+        self.pipelined.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Sends `message` (complete, CRLF line ends) from `sender` (the envelope's return path;
@@ -461,6 +469,10 @@ impl Relay {
                     .any(|l| l.trim().eq_ignore_ascii_case("PIPELINING"))
             })
             .unwrap_or(false);
+        if pipelining {
+            self.pipelined
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(Ok(Session {
             conn,
             sent: 0,

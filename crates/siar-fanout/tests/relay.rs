@@ -265,5 +265,8 @@ async fn replies_are_classified_and_the_session_stays_in_step() {
         assert_eq!(r.sessions().len(), 2);
         // The 421 closed one session; everything after went over one more.
         assert_eq!(relay.sessions_opened(), 2, "pipelining {pipelining}");
+        // Commands were pipelined exactly when the relay offered it.
+        let expected = if pipelining { 2 } else { 0 };
+        assert_eq!(relay.sessions_pipelined(), expected);
     }
 }

@@ -689,30 +689,17 @@ impl Store {
             return Ok(Vec::new());
         }
         let mut addresses = Vec::with_capacity(chunk);
-        let mut cursor = job.cursor.clone();
-        let mut exhausted = true;
+        let cursor;
+        let exhausted;
         match &job.source {
             JobSource::Subscribers => {
-                let prefix = subscriber_prefix(&job.list);
-                let start = match &cursor {
-                    Some(a) => {
-                        let mut k = subscriber_key(&job.list, a);
-                        k.push(0);
-                        k
-                    }
-                    None => prefix.clone(),
-                };
-                for kv in self.mail.range(start..) {
-                    let (k, v) = kv.map_err(st("reading subscribers"))?;
-                    if !k.starts_with(&prefix) {
-                        break;
-                    }
-                    if addresses.len() >= chunk {
-                        exhausted = false;
-                        break;
-                    }
-                    let s = decode_subscriber(&k, &v)?;
-                    cursor = Some(s.address.clone());
+                let page = self.subscribers(&job.list, job.cursor.as_deref(), chunk)?;
+                exhausted = page.len() < chunk;
+                cursor = page
+                    .last()
+                    .map(|s| s.address.clone())
+                    .or(job.cursor.clone());
+                for s in page {
                     if s.status == SubscriberStatus::Confirmed
                         && self.suppression(&s.address)?.is_none()
                     {
@@ -728,22 +715,17 @@ impl Store {
                     Some(i) if i.event == Event::Corrected => i.version,
                     _ => u32::MAX,
                 };
-                let prefix = rows_prefix(*source);
-                let start = match cursor.as_deref().and_then(|c| c.parse::<u32>().ok()) {
-                    Some(seq) => row_key(*source, seq.saturating_add(1)),
-                    None => prefix.clone(),
+                let from = match job.cursor.as_deref().and_then(|c| c.parse::<u32>().ok()) {
+                    Some(seq) => seq.saturating_add(1),
+                    None => 0,
                 };
-                for kv in self.mail.range(start..) {
-                    let (k, v) = kv.map_err(st("reading a job's rows"))?;
-                    if !k.starts_with(&prefix) {
-                        break;
-                    }
-                    if addresses.len() >= chunk {
-                        exhausted = false;
-                        break;
-                    }
-                    let row: MailRow = decode(&v, "mail row")?;
-                    cursor = trailing_seq(&k).map(|s| s.to_string());
+                let page = self.rows(*source, from, chunk, None)?;
+                exhausted = page.len() < chunk;
+                cursor = page
+                    .last()
+                    .map(|(seq, _)| seq.to_string())
+                    .or(job.cursor.clone());
+                for (_, row) in page {
                     if row.state == RowState::Sent
                         && row.version < below
                         && self.is_receiving(&job.list, &row.address)?

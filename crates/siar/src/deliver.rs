@@ -92,6 +92,19 @@ struct Partner {
 /// Upper bounds (seconds) of the attempt latency histogram's buckets.
 const LATENCY_BUCKETS: [f64; 9] = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
+/// The outcomes attempts are counted by.
+const OUTCOMES: [&str; 4] = ["delivered", "retry", "failed", "gone"];
+
+/// One partner's attempts by outcome and their latency histogram, for `/metrics`.
+pub struct AttemptStats {
+    pub partner: String,
+    pub outcomes: [(&'static str, u64); 4],
+    /// (upper bound in seconds, cumulative count).
+    pub buckets: [(f64, u64); 9],
+    pub count: u64,
+    pub sum_secs: f64,
+}
+
 /// Attempts by outcome and their latency, for `/metrics`.
 #[derive(Default)]
 struct PartnerStats {
@@ -105,12 +118,7 @@ struct PartnerStats {
 impl PartnerStats {
     fn record(&self, outcome: &str, took: Duration) {
         use std::sync::atomic::Ordering::Relaxed;
-        let i = match outcome {
-            "delivered" => 0,
-            "retry" => 1,
-            "failed" => 2,
-            _ => 3,
-        };
+        let i = OUTCOMES.iter().position(|o| *o == outcome).unwrap_or(3);
         self.outcomes[i].fetch_add(1, Relaxed);
         let secs = took.as_secs_f64();
         for (b, bound) in LATENCY_BUCKETS.iter().enumerate() {
@@ -213,46 +221,24 @@ impl Engine {
         })
     }
 
-    /// Attempts by partner and outcome, and their latency, in Prometheus text.
-    pub fn write_metrics(&self, out: &mut String) {
-        use std::fmt::Write as _;
+    /// Attempts by partner and outcome, and their latency, since start.
+    pub fn attempt_stats(&self) -> Vec<AttemptStats> {
         use std::sync::atomic::Ordering::Relaxed;
-        let _ = writeln!(out, "# HELP siar_webhook_attempts_total Webhook attempts by partner and outcome (delivered, retry, failed, gone) since start.\n# TYPE siar_webhook_attempts_total counter");
-        for p in self.partners.values() {
-            for (i, outcome) in ["delivered", "retry", "failed", "gone"].iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "siar_webhook_attempts_total{{partner=\"{}\",outcome=\"{outcome}\"}} {}",
-                    p.config.id,
-                    p.stats.outcomes[i].load(Relaxed)
-                );
-            }
-        }
-        let _ = writeln!(out, "# HELP siar_webhook_attempt_seconds How long webhook attempts took.\n# TYPE siar_webhook_attempt_seconds histogram");
-        for p in self.partners.values() {
-            let id = &p.config.id;
-            for (b, bound) in LATENCY_BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "siar_webhook_attempt_seconds_bucket{{partner=\"{id}\",le=\"{bound}\"}} {}",
-                    p.stats.buckets[b].load(Relaxed)
-                );
-            }
-            let count = p.stats.buckets[9].load(Relaxed);
-            let _ = writeln!(
-                out,
-                "siar_webhook_attempt_seconds_bucket{{partner=\"{id}\",le=\"+Inf\"}} {count}"
-            );
-            let _ = writeln!(
-                out,
-                "siar_webhook_attempt_seconds_sum{{partner=\"{id}\"}} {}",
-                p.stats.latency_sum_us.load(Relaxed) as f64 / 1e6
-            );
-            let _ = writeln!(
-                out,
-                "siar_webhook_attempt_seconds_count{{partner=\"{id}\"}} {count}"
-            );
-        }
+        self.partners
+            .values()
+            .map(|p| {
+                let st = &p.stats;
+                AttemptStats {
+                    partner: p.config.id.clone(),
+                    outcomes: std::array::from_fn(|i| (OUTCOMES[i], st.outcomes[i].load(Relaxed))),
+                    buckets: std::array::from_fn(|b| {
+                        (LATENCY_BUCKETS[b], st.buckets[b].load(Relaxed))
+                    }),
+                    count: st.buckets[9].load(Relaxed),
+                    sum_secs: st.latency_sum_us.load(Relaxed) as f64 / 1e6,
+                }
+            })
+            .collect()
     }
 
     /// How every partner stands, for operators.

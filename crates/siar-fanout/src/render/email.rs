@@ -125,24 +125,32 @@ pub fn release_email(
     to: &Recipient<'_>,
     date: SystemTime,
 ) -> Result<Message, String> {
-    ReleaseMail::new(ctx, list, r, kind).message(to, date)
+    ListMail::release(ctx, list, r, kind).message(to, date)
 }
 
-/// A release's mail for a whole list: the body rendered once, then one message per
-/// recipient with that recipient's address, links and Message-ID.
+/// A list mail (one release, or a digest) for a whole list: the body rendered once, then one
+/// message per recipient with that recipient's address, links and Message-ID.
 #[derive(Clone, Debug)]
-pub struct ReleaseMail {
+pub struct ListMail {
     list: MailList,
     publisher_name: String,
     subject: String,
-    /// `<release.vN.kind.` — the Message-ID before the recipient's part.
+    /// The Message-ID before the recipient's part: `<release.vN.kind.` or `<digest.KEY.`.
     id_stem: String,
     text: String,
     html: String,
 }
 
-impl ReleaseMail {
-    pub fn new(ctx: &FeedContext, list: &MailList, r: &Release, kind: MailKind) -> Self {
+/// One entry of a digest.
+#[derive(Clone, Debug)]
+pub struct DigestEntry<'a> {
+    pub release: &'a Release,
+    pub kind: MailKind,
+}
+
+impl ListMail {
+    /// One release.
+    pub fn release(ctx: &FeedContext, list: &MailList, r: &Release, kind: MailKind) -> Self {
         let link = ctx.permalink(r);
         let when = format_date(r.published_at.unwrap_or(r.publish_at), ctx.timezone);
         let notice = notice(r, kind);
@@ -199,49 +207,9 @@ impl ReleaseMail {
         }
     }
 
-    /// The message for one recipient, sent at `date`.
-    pub fn message(&self, to: &Recipient<'_>, date: SystemTime) -> Result<Message, String> {
-        let id = format!(
-            "{}{}@{}>",
-            self.id_stem,
-            recipient_hash(to.address),
-            self.list.domain
-        );
-        list_message(
-            &self.list,
-            &self.publisher_name,
-            &self.subject,
-            &id,
-            &self.text,
-            &self.html,
-            to,
-            date,
-        )
-    }
-}
-
-/// One entry of a digest.
-#[derive(Clone, Debug)]
-pub struct DigestEntry<'a> {
-    pub release: &'a Release,
-    pub kind: MailKind,
-}
-
-/// A digest for a whole list: every release since the last one, rendered once.
-#[derive(Clone, Debug)]
-pub struct DigestMail {
-    list: MailList,
-    publisher_name: String,
-    subject: String,
-    id_stem: String,
-    text: String,
-    html: String,
-}
-
-impl DigestMail {
-    /// `None` when there is nothing to send. `key` names this digest (stable across
-    /// attempts) in its Message-IDs.
-    pub fn new(
+    /// A digest: every release since the last one. `None` when there is nothing to send.
+    /// `key` names this digest (stable across attempts) in its Message-IDs.
+    pub fn digest(
         ctx: &FeedContext,
         list: &MailList,
         entries: &[DigestEntry<'_>],
@@ -252,7 +220,7 @@ impl DigestMail {
             return None;
         }
         let day = format_date(date, ctx.timezone);
-        let subject = format!(
+        let digest_subject = format!(
             "{}: {} siaran pers, {}",
             one_line(&list.name),
             entries.len(),
@@ -272,7 +240,7 @@ impl DigestMail {
             let r = e.release;
             let link = ctx.permalink(r);
             let when = format_date(r.published_at.unwrap_or(r.publish_at), ctx.timezone);
-            let title = subject_for(r, e.kind);
+            let title = subject(r, e.kind);
             let _ = writeln!(text, "* {title}\n  {when}");
             let _ = write!(
                 html,
@@ -297,7 +265,7 @@ impl DigestMail {
         Some(Self {
             list: list.clone(),
             publisher_name: ctx.publisher_name.clone(),
-            subject,
+            subject: digest_subject,
             id_stem: format!("<digest.{key}."),
             text,
             html,
@@ -308,28 +276,61 @@ impl DigestMail {
         &self.subject
     }
 
+    /// The message for one recipient, sent at `date`: the shared body plus this recipient's
+    /// footer and headers.
     pub fn message(&self, to: &Recipient<'_>, date: SystemTime) -> Result<Message, String> {
-        let id = format!(
-            "{}{}@{}>",
-            self.id_stem,
-            recipient_hash(to.address),
-            self.list.domain
+        let list = &self.list;
+        let to_box: Mailbox = to
+            .address
+            .parse()
+            .map_err(|e| format!("`{}` is not an email address: {e}", to.address))?;
+        let text = format!(
+            "{}\n--\nAnda menerima surel ini karena berlangganan daftar \"{}\" dari {}.\nBerhenti berlangganan: {}\n",
+            self.text, list.name, self.publisher_name, to.unsubscribe_url
         );
-        list_message(
-            &self.list,
-            &self.publisher_name,
-            &self.subject,
-            &id,
-            &self.text,
-            &self.html,
-            to,
-            date,
-        )
+        let html = format!(
+            "<!DOCTYPE html><html lang=\"id\"><head><meta charset=\"utf-8\"></head><body>{}<hr><p style=\"font-size:small\">Anda menerima surel ini karena berlangganan daftar &ldquo;{}&rdquo; dari {}. <a href=\"{}\">Berhenti berlangganan</a></p></body></html>",
+            self.html,
+            esc(&list.name),
+            esc(&self.publisher_name),
+            esc(to.unsubscribe_url)
+        );
+        let mut unsubscribe = format!("<{}>", to.unsubscribe_url);
+        if let Some(m) = to.unsubscribe_mailto {
+            let _ = write!(unsubscribe, ", <{m}>");
+        }
+        let mut b = Message::builder()
+            .from(list.from.clone())
+            .to(to_box)
+            .subject(&self.subject)
+            .date(date)
+            .message_id(Some(format!(
+                "{}{}@{}>",
+                self.id_stem,
+                recipient_hash(to.address),
+                list.domain
+            )))
+            .raw_header(header(
+                "List-Id",
+                format!(
+                    "\"{}\" <{}.{}>",
+                    one_line(&list.name).replace('"', "'"),
+                    list.id,
+                    list.domain
+                ),
+            ))
+            .raw_header(header("List-Unsubscribe", unsubscribe))
+            .raw_header(header(
+                "List-Unsubscribe-Post",
+                "List-Unsubscribe=One-Click".into(),
+            ))
+            .raw_header(header("Auto-Submitted", "auto-generated".into()))
+            .raw_header(header("Precedence", "bulk".into()));
+        if let Some(r) = &list.reply_to {
+            b = b.reply_to(r.clone());
+        }
+        alternative(b, text, html)
     }
-}
-
-fn subject_for(r: &Release, kind: MailKind) -> String {
-    subject(r, kind)
 }
 
 fn esc(s: &str) -> String {
@@ -343,61 +344,12 @@ fn recipient_hash(address: &str) -> String {
     )
 }
 
-/// A list mail: the shared body plus this recipient's footer and headers.
-#[allow(clippy::too_many_arguments)]
-fn list_message(
-    list: &MailList,
-    publisher_name: &str,
-    subject: &str,
-    message_id: &str,
-    text: &str,
-    html: &str,
-    to: &Recipient<'_>,
-    date: SystemTime,
+/// The message with a text and an HTML version of the same content.
+fn alternative(
+    b: lettre::message::MessageBuilder,
+    text: String,
+    html: String,
 ) -> Result<Message, String> {
-    let to_box: Mailbox = to
-        .address
-        .parse()
-        .map_err(|e| format!("`{}` is not an email address: {e}", to.address))?;
-    let text = format!(
-        "{text}\n--\nAnda menerima surel ini karena berlangganan daftar \"{}\" dari {publisher_name}.\nBerhenti berlangganan: {}\n",
-        list.name, to.unsubscribe_url
-    );
-    let html = format!(
-        "<!DOCTYPE html><html lang=\"id\"><head><meta charset=\"utf-8\"></head><body>{html}<hr><p style=\"font-size:small\">Anda menerima surel ini karena berlangganan daftar &ldquo;{}&rdquo; dari {}. <a href=\"{}\">Berhenti berlangganan</a></p></body></html>",
-        esc(&list.name),
-        esc(publisher_name),
-        esc(to.unsubscribe_url)
-    );
-    let mut unsubscribe = format!("<{}>", to.unsubscribe_url);
-    if let Some(m) = to.unsubscribe_mailto {
-        let _ = write!(unsubscribe, ", <{m}>");
-    }
-    let mut b = Message::builder()
-        .from(list.from.clone())
-        .to(to_box)
-        .subject(subject)
-        .date(date)
-        .message_id(Some(message_id.to_owned()))
-        .raw_header(header(
-            "List-Id",
-            format!(
-                "\"{}\" <{}.{}>",
-                one_line(&list.name).replace('"', "'"),
-                list.id,
-                list.domain
-            ),
-        ))
-        .raw_header(header("List-Unsubscribe", unsubscribe))
-        .raw_header(header(
-            "List-Unsubscribe-Post",
-            "List-Unsubscribe=One-Click".into(),
-        ))
-        .raw_header(header("Auto-Submitted", "auto-generated".into()))
-        .raw_header(header("Precedence", "bulk".into()));
-    if let Some(r) = &list.reply_to {
-        b = b.reply_to(r.clone());
-    }
     b.multipart(
         MultiPart::alternative()
             .singlepart(
@@ -445,7 +397,9 @@ pub fn confirmation_email(
         .date(date)
         .message_id(Some(format!(
             "<confirm.{}.{}@{}>",
-            ulid_like(date),
+            date.duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
             recipient_hash(to),
             list.domain
         )))
@@ -453,26 +407,7 @@ pub fn confirmation_email(
     if let Some(r) = &list.reply_to {
         b = b.reply_to(r.clone());
     }
-    b.multipart(
-        MultiPart::alternative()
-            .singlepart(
-                SinglePart::builder()
-                    .header(ContentType::TEXT_PLAIN)
-                    .body(text),
-            )
-            .singlepart(
-                SinglePart::builder()
-                    .header(ContentType::TEXT_HTML)
-                    .body(html),
-            ),
-    )
-    .map_err(|e| format!("building the message: {e}"))
-}
-
-fn ulid_like(date: SystemTime) -> u128 {
-    date.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0)
+    alternative(b, text, html)
 }
 
 /// The headers a DKIM signature covers: what a receiver must be able to trust, the

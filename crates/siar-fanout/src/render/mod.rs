@@ -20,8 +20,8 @@ use siar_model::{Release, ReleaseId};
 
 pub use self::atom::render as atom;
 pub use self::email::{
-    confirmation_email, dkim_config, message_id, release_email, subject, DigestEntry, DigestMail,
-    MailKind, MailList, Recipient, ReleaseMail, DKIM_SIGNED_HEADERS,
+    confirmation_email, dkim_config, message_id, release_email, subject, DigestEntry, ListMail,
+    MailKind, MailList, Recipient, DKIM_SIGNED_HEADERS,
 };
 pub use self::html::{format_date, release_html, summary};
 pub use self::jsonfeed::render as json_feed;

@@ -68,7 +68,52 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
         app.feeds.not_modified.get()
     );
     if let Some(engine) = app.webhooks.get() {
-        engine.write_metrics(&mut out);
+        let stats = engine.attempt_stats();
+        family(
+            &mut out,
+            "siar_webhook_attempts_total",
+            "counter",
+            "Webhook attempts by partner and outcome (delivered, retry, failed, gone) since start.",
+        );
+        for st in &stats {
+            for (outcome, n) in st.outcomes {
+                let _ = writeln!(
+                    out,
+                    "siar_webhook_attempts_total{{partner=\"{}\",outcome=\"{outcome}\"}} {n}",
+                    label(&st.partner)
+                );
+            }
+        }
+        family(
+            &mut out,
+            "siar_webhook_attempt_seconds",
+            "histogram",
+            "How long webhook attempts took.",
+        );
+        for st in &stats {
+            let p = label(&st.partner);
+            for (le, n) in st.buckets {
+                let _ = writeln!(
+                    out,
+                    "siar_webhook_attempt_seconds_bucket{{partner=\"{p}\",le=\"{le}\"}} {n}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "siar_webhook_attempt_seconds_bucket{{partner=\"{p}\",le=\"+Inf\"}} {}",
+                st.count
+            );
+            let _ = writeln!(
+                out,
+                "siar_webhook_attempt_seconds_sum{{partner=\"{p}\"}} {}",
+                st.sum_secs
+            );
+            let _ = writeln!(
+                out,
+                "siar_webhook_attempt_seconds_count{{partner=\"{p}\"}} {}",
+                st.count
+            );
+        }
         match engine.status(&app) {
             Ok(partners) => {
                 family(

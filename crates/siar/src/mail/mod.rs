@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use siar_fanout::render::{
-    confirmation_email, DigestEntry, DigestMail, MailKind, MailList, Recipient, ReleaseMail,
+    confirmation_email, DigestEntry, ListMail, MailKind, MailList, Recipient,
 };
 use siar_fanout::smtp::{DkimConfig, Mailbox, Relay, RelayConfig, SendOutcome};
 use siar_model::{Attempt, DeliveryId, Event, Queue, Release, Status, Subscriber, Target};
@@ -536,30 +536,10 @@ fn summary_attempt(c: &Claim, now: DateTime<Utc>, counts: &RowCounts, note: &str
     }
 }
 
-/// What a job mails, rendered once.
-enum Content {
-    One { mail: ReleaseMail, version: u32 },
-    Digest(DigestMail),
-}
-
-impl Content {
-    fn message(
-        &self,
-        to: &Recipient<'_>,
-        date: std::time::SystemTime,
-    ) -> Result<lettre_message::Message, String> {
-        match self {
-            Content::One { mail, .. } => mail.message(to, date),
-            Content::Digest(d) => d.message(to, date),
-        }
-    }
-
-    fn version(&self) -> u32 {
-        match self {
-            Content::One { version, .. } => *version,
-            Content::Digest(_) => 0,
-        }
-    }
+/// What a job mails, rendered once, and the release version it carries (0 for a digest).
+struct Content {
+    mail: ListMail,
+    version: u32,
 }
 
 /// The job's content as things stand; `None` when there is nothing (more) to mail: a digest
@@ -581,8 +561,8 @@ fn render(app: &App, info: &ListInfo, job: &MailJob) -> siar_store::Result<Optio
         if r.status == Status::Retracted && item.event != Event::Retracted {
             return Ok(None);
         }
-        return Ok(Some(Content::One {
-            mail: ReleaseMail::new(&ctx, &info.mail, &r, kind(item.event)),
+        return Ok(Some(Content {
+            mail: ListMail::release(&ctx, &info.mail, &r, kind(item.event)),
             version: r.version,
         }));
     }
@@ -595,7 +575,7 @@ fn render(app: &App, info: &ListInfo, job: &MailJob) -> siar_store::Result<Optio
             continue;
         }
         if let Some(existing) = releases.iter_mut().find(|(x, _)| x.id == r.id) {
-            existing.1 = existing.1.max_kind(kind(item.event));
+            existing.1 = stronger(existing.1, kind(item.event));
             continue;
         }
         releases.push((r, kind(item.event)));
@@ -608,33 +588,28 @@ fn render(app: &App, info: &ListInfo, job: &MailJob) -> siar_store::Result<Optio
             kind: *kind,
         })
         .collect();
-    Ok(DigestMail::new(
+    Ok(ListMail::digest(
         &ctx,
         &info.mail,
         &entries,
         &job.id.to_string(),
         app.clock.now(),
     )
-    .map(Content::Digest))
+    .map(|mail| Content { mail, version: 0 }))
 }
 
-trait MaxKind {
-    fn max_kind(self, other: Self) -> Self;
-}
-
-impl MaxKind for MailKind {
-    /// A retraction outranks a correction, which outranks the first mail.
-    fn max_kind(self, other: Self) -> Self {
-        let rank = |k: MailKind| match k {
-            MailKind::New => 0,
-            MailKind::Correction => 1,
-            MailKind::Retraction => 2,
-        };
-        if rank(other) > rank(self) {
-            other
-        } else {
-            self
-        }
+/// Of two entries for one release in a digest: a retraction outranks a correction, which
+/// outranks the first mail.
+fn stronger(a: MailKind, b: MailKind) -> MailKind {
+    let rank = |k: MailKind| match k {
+        MailKind::New => 0,
+        MailKind::Correction => 1,
+        MailKind::Retraction => 2,
+    };
+    if rank(b) > rank(a) {
+        b
+    } else {
+        a
     }
 }
 
@@ -754,7 +729,7 @@ async fn drive(
         // The release may have changed since the last chunk.
         match render(app, info, job)? {
             Some(c) => {
-                if c.version() != content.version() {
+                if c.version != content.version {
                     content = Arc::new(c);
                 }
             }
@@ -978,7 +953,7 @@ async fn send_one(
         unsubscribe_url: &url,
         unsubscribe_mailto: mailer.unsubscribe_mailto.as_deref(),
     };
-    let message = match content.message(&to, std::time::SystemTime::now()) {
+    let message = match content.mail.message(&to, std::time::SystemTime::now()) {
         Ok(m) => m,
         Err(e) => {
             stats.failed.fetch_add(1, Ordering::Relaxed);
@@ -992,7 +967,7 @@ async fn send_one(
         SendOutcome::Sent => {
             stats.sent.fetch_add(1, Ordering::Relaxed);
             row.state = RowState::Sent;
-            row.version = content.version();
+            row.version = content.version;
             row.error = None;
         }
         SendOutcome::Retry {

@@ -13,7 +13,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, FromRequest, Path, Request, State};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Form, Json};
@@ -69,6 +70,21 @@ fn client_ip(req_headers: &HeaderMap, peer: Option<SocketAddr>) -> Option<IpAddr
         }
     }
     Some(peer)
+}
+
+/// The client's address (see [`client_ip`]), as an extractor.
+pub struct ClientIp(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
+        Ok(Self(client_ip(&parts.headers, peer)))
+    }
 }
 
 #[derive(Deserialize)]
@@ -150,12 +166,12 @@ fn answer(
 }
 
 /// `POST /subscribe`: a form or JSON `{"email", "list"}`. Sends a confirmation mail.
-pub async fn subscribe(State(app): State<Arc<App>>, req: Request) -> Response {
+pub async fn subscribe(
+    State(app): State<Arc<App>>,
+    ClientIp(ip): ClientIp,
+    req: Request,
+) -> Response {
     let headers = req.headers().clone();
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -221,7 +237,6 @@ pub async fn subscribe(State(app): State<Arc<App>>, req: Request) -> Response {
         Ok(a) => a,
         Err(_) => return bad("Alamat surel tidak valid. Periksa kembali penulisannya."),
     };
-    let ip = client_ip(&headers, peer);
     let limits = &app.config.smtp;
     let ip_ok = ip.is_none_or(|ip| {
         mailer
@@ -349,13 +364,8 @@ pub async fn confirm_page(State(app): State<Arc<App>>, Path(token): Path<String>
 pub async fn confirm(
     State(app): State<Arc<App>>,
     Path(token): Path<String>,
-    headers: HeaderMap,
-    req: Request,
+    ClientIp(ip): ClientIp,
 ) -> Response {
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
     let Some(mailer) = app.mail.get() else {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     };
@@ -364,7 +374,7 @@ pub async fn confirm(
         Ok(c) => c,
         Err(e) => return token_problem(&app, e),
     };
-    let ip = client_ip(&headers, peer).map(|i| i.to_string());
+    let ip = ip.map(|i| i.to_string());
     let requested = c.requested_at.unwrap_or(now);
     match app
         .store
@@ -424,13 +434,9 @@ pub async fn unsubscribe_page(State(app): State<Arc<App>>, Path(token): Path<Str
 pub async fn unsubscribe(
     State(app): State<Arc<App>>,
     Path(token): Path<String>,
+    ClientIp(ip): ClientIp,
     headers: HeaderMap,
-    req: Request,
 ) -> Response {
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
     let Some(mailer) = app.mail.get() else {
         return StatusCode::SERVICE_UNAVAILABLE.into_response();
     };
@@ -438,7 +444,7 @@ pub async fn unsubscribe(
         Ok(c) => c,
         Err(e) => return token_problem(&app, e),
     };
-    let ip = client_ip(&headers, peer).map(|i| i.to_string());
+    let ip = ip.map(|i| i.to_string());
     let one_click = headers.get(header::CONTENT_TYPE).is_some_and(|v| {
         v.as_bytes()
             .starts_with(b"application/x-www-form-urlencoded")
