@@ -7,6 +7,7 @@
 mod utils;
 
 mod api;
+mod backup;
 mod cli;
 mod crash;
 mod feeds;

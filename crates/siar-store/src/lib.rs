@@ -23,6 +23,7 @@
 //! # Ok(()) }
 //! ```
 
+mod backup;
 mod flusher;
 mod keys;
 pub mod mail;
@@ -38,6 +39,7 @@ use std::path::Path;
 use serde::{de::DeserializeOwned, Serialize};
 use siar_model::{AuditEntry, DeliveryId, ReleaseId};
 
+pub use backup::BackupSummary;
 pub use mail::{
     ConfirmOutcome, ImportReport, ImportRow, JobItem, JobSource, MailJob, MailRow, RowCounts,
     RowState, SubscribeOutcome, Suppression,
@@ -99,6 +101,8 @@ pub struct Store {
     /// Serialises the steps that read a release's deliveries outside their transaction
     /// (publish, correct, retract), so two of them cannot plan from the same stale list.
     writer: std::sync::Arc<std::sync::Mutex<()>>,
+    /// Write steps hold it shared, an export exclusively (see `backup`).
+    gate: std::sync::Arc<parking_lot::RwLock<()>>,
     /// Group commit for [`Store::flush`]; shared by all clones, stopped with the last one.
     flusher: std::sync::Arc<flusher::Flusher>,
 }
@@ -131,6 +135,7 @@ impl Store {
             mail: tree("mail")?,
             subscribers_lock: Default::default(),
             writer: Default::default(),
+            gate: Default::default(),
             flusher: std::sync::Arc::new(flusher::Flusher::start(db.clone()).map_err(|e| {
                 StoreError::Storage {
                     op: "starting the flusher thread",
@@ -184,6 +189,7 @@ impl Store {
 
     /// Writes and syncs a small probe record: the readiness check.
     pub fn check_writable(&self) -> Result<()> {
+        let _gate = self.write_gate();
         let now = chrono::Utc::now().timestamp_millis().to_be_bytes();
         self.releases
             .insert(keys::meta("readiness-probe"), &now)
@@ -219,6 +225,7 @@ impl Store {
 
     /// Writes a small named record (see [`Store::meta_get`]). Not flushed.
     pub fn meta_put<T: Serialize>(&self, name: &str, value: &T) -> Result<()> {
+        let _gate = self.write_gate();
         self.releases
             .insert(keys::meta(name), encode(value))
             .map_err(StoreError::storage("writing metadata"))?;
@@ -227,6 +234,7 @@ impl Store {
 
     /// Removes a named record (see [`Store::meta_get`]). Not flushed.
     pub fn meta_remove(&self, name: &str) -> Result<()> {
+        let _gate = self.write_gate();
         self.releases
             .remove(keys::meta(name))
             .map_err(StoreError::storage("removing metadata"))?;

@@ -306,6 +306,7 @@ impl Store {
         ip: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<SubscribeOutcome> {
+        let _gate = self.write_gate();
         let now = ms_precision(now);
         let _guard = self.subscribers_lock.lock();
         let event = ConsentEvent {
@@ -351,6 +352,7 @@ impl Store {
         ip: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<ConfirmOutcome> {
+        let _gate = self.write_gate();
         let now = ms_precision(now);
         let _guard = self.subscribers_lock.lock();
         let Some(mut s) = self.subscriber(list, address)? else {
@@ -386,6 +388,7 @@ impl Store {
         ip: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<Option<Subscriber>> {
+        let _gate = self.write_gate();
         let now = ms_precision(now);
         let _guard = self.subscribers_lock.lock();
         let Some(mut s) = self.subscriber(list, address)? else {
@@ -409,6 +412,7 @@ impl Store {
     /// Suppresses an address on every list (a hard bounce): no list mails it until its owner
     /// confirms a subscription again. Returns how many subscriptions it ended.
     pub fn suppress(&self, address: &str, reason: &str, now: DateTime<Utc>) -> Result<usize> {
+        let _gate = self.write_gate();
         let now = ms_precision(now);
         let _guard = self.subscribers_lock.lock();
         self.mail
@@ -513,6 +517,7 @@ impl Store {
 
     /// Removes subscribers of any list still pending since before `before`. Returns how many.
     pub fn purge_unconfirmed(&self, before: DateTime<Utc>) -> Result<usize> {
+        let _gate = self.write_gate();
         let _guard = self.subscribers_lock.lock();
         let mut doomed = Vec::new();
         for kv in self.mail.scan_prefix(b"S") {
@@ -543,6 +548,7 @@ impl Store {
         confirmed_source: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<ImportReport> {
+        let _gate = self.write_gate();
         let now = ms_precision(now);
         let _guard = self.subscribers_lock.lock();
         let mut report = ImportReport::default();
@@ -617,6 +623,7 @@ impl Store {
 
     /// Records a new job (its rows come with [`Store::materialise`]).
     pub fn create_job(&self, job: &MailJob) -> Result<()> {
+        let _gate = self.write_gate();
         let mut batch = sled::Batch::default();
         batch.insert(job_key(job.id), encode(job));
         for item in &job.items {
@@ -638,6 +645,7 @@ impl Store {
 
     /// Saves a job's state (not its cursor: that moves only with [`Store::materialise`]).
     pub fn put_job(&self, job: &MailJob) -> Result<()> {
+        let _gate = self.write_gate();
         self.mail
             .insert(job_key(job.id), encode(job))
             .map_err(st("writing a job"))?;
@@ -682,6 +690,7 @@ impl Store {
     /// batch. Returns the new rows with their sequence numbers; none once every recipient
     /// has a row (then the job is marked materialised).
     pub fn materialise(&self, id: DeliveryId, chunk: usize) -> Result<Vec<(u32, MailRow)>> {
+        let _gate = self.write_gate();
         let Some(mut job) = self.job(id)? else {
             return Err(StoreError::Conflict(format!("mail job {id} not found")));
         };
@@ -757,6 +766,7 @@ impl Store {
 
     /// Writes settled (or rescheduled) rows in one atomic batch.
     pub fn put_rows(&self, job: DeliveryId, rows: &[(u32, MailRow)]) -> Result<()> {
+        let _gate = self.write_gate();
         let mut batch = sled::Batch::default();
         for (seq, row) in rows {
             batch.insert(row_key(job, *seq), encode(row));

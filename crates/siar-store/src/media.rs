@@ -54,18 +54,37 @@ impl MediaStore {
 
     /// The path of a stored file, if `name` is a well-formed content name that exists.
     pub fn path(&self, name: &str) -> Option<PathBuf> {
-        let (hash, ext) = name.split_once('.')?;
-        let well_formed = hash.len() == 64
-            && hash
-                .bytes()
-                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-            && (2..=5).contains(&ext.len())
-            && ext
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
         let path = self.dir.join(name);
-        (well_formed && path.is_file()).then_some(path)
+        (is_content_name(name) && path.is_file()).then_some(path)
     }
+
+    /// The names of every stored file, sorted.
+    pub fn names(&self) -> std::io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&self.dir)? {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            if is_content_name(&name) {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+}
+
+/// `{sha256 in lowercase hex}.{ext}`, the extension 2–5 lowercase letters or digits.
+pub(crate) fn is_content_name(name: &str) -> bool {
+    let Some((hash, ext)) = name.split_once('.') else {
+        return false;
+    };
+    hash.len() == 64
+        && hash
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        && (2..=5).contains(&ext.len())
+        && ext
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 #[cfg(test)]

@@ -460,6 +460,7 @@ impl Store {
 
     /// Adds an attempt to a delivery's log.
     pub fn record_attempt(&self, id: DeliveryId, attempt: &Attempt) -> Result<()> {
+        let _gate = self.write_gate();
         self.outbox
             .insert(keys::attempt(id, attempt.number), crate::encode(attempt))
             .map_err(StoreError::storage("recording an attempt"))?;

@@ -196,6 +196,7 @@ impl Store {
         if stages.iter().all(|s| s.writes.borrow().is_empty()) {
             return Ok(());
         }
+        let _gate = self.write_gate();
         let storage = StoreError::storage(op);
         let record = self
             .db

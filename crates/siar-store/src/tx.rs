@@ -70,6 +70,7 @@ impl Store {
         op: &'static str,
         f: impl Fn(&Tx<'_>) -> TxResult<T>,
     ) -> Result<T, StoreError> {
+        let _gate = self.write_gate();
         (&self.releases, &self.docs, &self.outbox, &self.audit)
             .transaction(|(rel, docs, out, audit)| {
                 f(&Tx {

@@ -643,3 +643,124 @@ pub async fn subscribers(client: &Client, cmd: SubscribersCommand) -> anyhow::Re
         }
     }
 }
+
+#[derive(Subcommand)]
+pub enum StoreCommand {
+    /// Write a consistent backup of the store on stdout (JSON lines): through the running
+    /// daemon, or straight from the store when no daemon is running.
+    Export,
+    /// Restore a backup into an empty store (store.path) while no daemon uses it.
+    Import { backup: std::path::PathBuf },
+}
+
+pub async fn store(client: &Client, config: &Config, cmd: StoreCommand) -> anyhow::Result<()> {
+    match cmd {
+        StoreCommand::Export => {
+            let resp = client
+                .request(reqwest::Method::GET, "/api/v1/store/export")
+                .send()
+                .await;
+            match resp {
+                Ok(resp) => export_from_daemon(client, resp).await,
+                Err(e) if e.is_connect() => {
+                    eprintln!(
+                        "siar is not running at {}; exporting straight from {}",
+                        client.base,
+                        config.store.path.display()
+                    );
+                    let (store, media) = open_store(config)?;
+                    let stdout = std::io::stdout();
+                    let mut out = std::io::BufWriter::new(stdout.lock());
+                    let s = store.export(Some(&media), &mut out)?;
+                    eprintln!("exported {} records and {} media files", s.records, s.media);
+                    Ok(())
+                }
+                Err(e) => {
+                    Err(anyhow::anyhow!(e)).context(format!("cannot reach siar at {}", client.base))
+                }
+            }
+        }
+        StoreCommand::Import { backup } => {
+            let (store, media) = open_store(config)?;
+            let s = store.import(&backup, &media).with_context(|| {
+                format!(
+                    "importing {} into {}",
+                    backup.display(),
+                    config.store.path.display()
+                )
+            })?;
+            let trees: Vec<String> = s.trees.iter().map(|(t, n)| format!("{t} {n}")).collect();
+            println!(
+                "imported {} records ({}) and {} media files into {}",
+                s.records,
+                trees.join(", "),
+                s.media,
+                config.store.path.display()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn open_store(config: &Config) -> anyhow::Result<(siar_store::Store, siar_store::MediaStore)> {
+    let path = &config.store.path;
+    let store = siar_store::Store::open(path).with_context(|| {
+        format!(
+            "opening the store at {} (store.path); if siar is running, stop it first — only one process may open the store",
+            path.display()
+        )
+    })?;
+    let media = siar_store::MediaStore::open(&path.join("media"))
+        .with_context(|| format!("opening {}", path.join("media").display()))?;
+    Ok((store, media))
+}
+
+async fn export_from_daemon(client: &Client, resp: reqwest::Response) -> anyhow::Result<()> {
+    use std::io::Write;
+    let status = resp.status();
+    if !status.is_success() {
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        bail!(
+            "{} {}: {}",
+            status.as_u16(),
+            body["error"]["code"].as_str().unwrap_or("error"),
+            body["error"]["message"].as_str().unwrap_or("no details")
+        );
+    }
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut resp = resp;
+    let mut bytes = 0u64;
+    let mut last = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .with_context(|| format!("the export from {} broke off", client.base))?
+    {
+        out.write_all(&chunk)
+            .context("writing the backup to stdout")?;
+        bytes += chunk.len() as u64;
+        last.extend_from_slice(&chunk);
+        if last.len() > 4096 {
+            last.drain(..last.len() - 4096);
+        }
+    }
+    out.flush().context("writing the backup to stdout")?;
+    // The end marker says what was written; without it the backup is incomplete.
+    let tail = String::from_utf8_lossy(&last);
+    let end: Value = tail
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or(Value::Null);
+    if end["end"].is_null() {
+        bail!(
+            "the export ended without its end marker after {bytes} bytes: the backup is incomplete"
+        );
+    }
+    eprintln!(
+        "exported {} records and {} media files ({bytes} bytes)",
+        end["end"]["records"], end["end"]["media"]
+    );
+    Ok(())
+}

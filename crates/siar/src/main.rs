@@ -64,6 +64,9 @@ enum Command {
     /// Mailing-list subscribers, through the running daemon's API.
     #[command(subcommand)]
     Subscribers(cli::SubscribersCommand),
+    /// Back up and restore the store.
+    #[command(subcommand)]
+    Store(cli::StoreCommand),
 }
 
 fn main() {
@@ -156,6 +159,11 @@ fn run(args: Args) -> anyhow::Result<()> {
             let config = load_config(args.config.as_deref())?;
             let client = cli::Client::new(&config, args.url.as_deref())?;
             rt.block_on(cli::subscribers(&client, cmd))
+        }
+        Command::Store(cmd) => {
+            let config = load_config(args.config.as_deref())?;
+            let client = cli::Client::new(&config, args.url.as_deref())?;
+            rt.block_on(cli::store(&client, &config, cmd))
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The HTTP surface: the authenticated API under `/api/v1`, its OpenAPI document, and the
 //! health endpoints. Every error is `{"error": {"code", "message"}}` with the right status.
 
+mod backup;
 mod deliveries;
 mod health;
 mod lists;
@@ -65,6 +66,7 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/deliveries/{id}/recipients", get(lists::recipients))
         .route("/bounces", post(lists::bounce))
+        .route("/store/export", get(backup::export))
         .fallback(|| async { ApiError::not_found("no such API route") })
         .layer(axum::extract::DefaultBodyLimit::max(
             app.config.server.body_limit,

@@ -16,6 +16,7 @@ use utoipa::{Modify, OpenApi};
         super::deliveries::recover, super::deliveries::partners,
         super::lists::lists, super::lists::subscribers, super::lists::import,
         super::lists::recipients, super::lists::bounce,
+        super::backup::export,
         super::health::healthz, super::health::readyz,
     ),
     modifiers(&Bearer)
