@@ -9,9 +9,9 @@ use serde_json::json;
 
 use crate::utils::*;
 
-const PUBLIC: &str = "https://siaran.example.go.id";
+pub(crate) const PUBLIC: &str = "https://siaran.example.go.id";
 
-fn mail_config(dir: &Path, smtp_url: &str, extra: &str) -> std::path::PathBuf {
+pub(crate) fn mail_config(dir: &Path, smtp_url: &str, extra: &str) -> std::path::PathBuf {
     let cfg = dir.join("siar.toml");
     std::fs::write(
         &cfg,
@@ -41,12 +41,12 @@ description = "Setiap siaran pers, segera setelah terbit."
     cfg
 }
 
-fn start(dir: &Path, cfg: &Path) -> Daemon {
+pub(crate) fn start(dir: &Path, cfg: &Path) -> Daemon {
     Daemon::start_with(dir, Some(cfg), &[("SIAR_SERVER_PUBLIC_URL", PUBLIC)])
 }
 
 /// The path (`/confirm/…` or `/unsubscribe/…`) of the first link in `text` that has it.
-fn link_path(text: &str, kind: &str) -> String {
+pub(crate) fn link_path(text: &str, kind: &str) -> String {
     let start = text
         .find(&format!("{PUBLIC}/{kind}/"))
         .unwrap_or_else(|| panic!("no {kind} link in:\n{text}"));
@@ -57,7 +57,7 @@ fn link_path(text: &str, kind: &str) -> String {
     rest[..end].to_owned()
 }
 
-async fn subscribe_form(d: &Daemon, address: &str) -> reqwest::Response {
+pub(crate) async fn subscribe_form(d: &Daemon, address: &str) -> reqwest::Response {
     reqwest::Client::new()
         .post(format!("{}/subscribe", d.url))
         .form(&[("email", address), ("list", "jurnalis")])
@@ -66,7 +66,7 @@ async fn subscribe_form(d: &Daemon, address: &str) -> reqwest::Response {
         .unwrap()
 }
 
-async fn post_path(d: &Daemon, path: &str, body: &'static str) -> reqwest::Response {
+pub(crate) async fn post_path(d: &Daemon, path: &str, body: &'static str) -> reqwest::Response {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -91,7 +91,7 @@ async fn subscriber_status(api: &Api, address: &str) -> String {
 }
 
 /// The list delivery of a release, once the outbox has it.
-async fn list_delivery(api: &Api, release: &str) -> Vec<String> {
+pub(crate) async fn list_delivery(api: &Api, release: &str) -> Vec<String> {
     let (_, ds) = api
         .get_json(&format!("/api/v1/releases/{release}/deliveries"))
         .await;
@@ -106,7 +106,7 @@ async fn list_delivery(api: &Api, release: &str) -> Vec<String> {
 
 /// Waits until every list delivery of `release` is settled; returns the last one's
 /// recipient counts.
-async fn mailing_done(api: &Api, release: &str, deliveries: usize) -> serde_json::Value {
+pub(crate) async fn mailing_done(api: &Api, release: &str, deliveries: usize) -> serde_json::Value {
     eventually(30, "the mailing to finish", || async {
         let ids = list_delivery(api, release).await;
         if ids.len() < deliveries {
@@ -136,7 +136,7 @@ async fn mailing_done(api: &Api, release: &str, deliveries: usize) -> serde_json
 }
 
 /// Adds confirmed subscribers to a list through the API.
-async fn import_confirmed(api: &Api, list: &str, addresses: &[impl serde::Serialize]) {
+pub(crate) async fn import_confirmed(api: &Api, list: &str, addresses: &[impl serde::Serialize]) {
     let r = api
         .post(&format!("/api/v1/lists/{list}/subscribers"))
         .json(&json!({"addresses": addresses, "confirmed": true, "source": "test"}))
@@ -146,7 +146,7 @@ async fn import_confirmed(api: &Api, list: &str, addresses: &[impl serde::Serial
     assert_eq!(r.status(), 200);
 }
 
-async fn publish(api: &Api, n: usize) -> String {
+pub(crate) async fn publish(api: &Api, n: usize) -> String {
     let (s, r) = api.post_text(release_text(n)).await;
     assert_eq!(s, 201, "{r}");
     r["id"].as_str().unwrap().to_owned()

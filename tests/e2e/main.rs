@@ -16,6 +16,7 @@ mod mail;
 mod media;
 mod pages;
 mod schedule;
+mod security;
 mod upstream;
 mod webhooks;
 mod websub;

@@ -71,7 +71,7 @@ pub fn router(app: Arc<App>) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(
             app.config.server.body_limit,
         ))
-        .route_layer(middleware::from_fn_with_state(app.clone(), require_token))
+        .layer(middleware::from_fn_with_state(app.clone(), require_token))
         .layer(middleware::map_response(json_errors));
     // Request ids and request tracing for the API; the public routes (feeds, pages, media)
     // stay lean: a feed poll is answered from memory and should cost nothing more.
