@@ -8,6 +8,7 @@ mod utils;
 
 mod api;
 mod backup;
+mod browser;
 mod cli;
 mod crash;
 mod feeds;

@@ -93,6 +93,62 @@ async fn every_api_operation_and_mutating_route_needs_the_token() {
             .unwrap();
         assert_eq!(r.status(), 401, "{method} {path}");
     }
+    // The operator page: a sign-in form (401) without the token; its actions refuse anyone
+    // without a session or the token, and a session without the form's CSRF field.
+    let r = http.get(format!("{}/admin", d.url)).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(r.text().await.unwrap().contains("Token API"));
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for path in [
+        "/admin/deliveries/01J8ZQ4G5N6W4P8Y2D9T3K7M1C/retry",
+        "/admin/partners/media-center/enable",
+    ] {
+        let r = no_redirects
+            .post(format!("{}{path}", d.url))
+            .form(&[("csrf", "x")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+    }
+    let login = no_redirects
+        .post(format!("{}/admin/login", d.url))
+        .form(&[("token", TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 303);
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    assert!(!cookie.contains(TOKEN), "the session is not the token");
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let r = no_redirects
+        .post(format!(
+            "{}/admin/deliveries/01J8ZQ4G5N6W4P8Y2D9T3K7M1C/retry",
+            d.url
+        ))
+        .header("cookie", &session)
+        .form(&[("csrf", "forged")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/admin?pesan=csrf");
+    let page = no_redirects
+        .get(format!("{}/admin", d.url))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    assert_eq!(page.headers()["cache-control"], "no-store");
     for path in ["/confirm/AAAA.BBBB", "/unsubscribe/AAAA.BBBB"] {
         let r = post_path(&d, path, "").await;
         assert!(

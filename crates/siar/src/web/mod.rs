@@ -1,5 +1,6 @@
 //! The public side: feeds and the newsroom pages, both drawn from one snapshot.
 
+pub mod admin;
 pub mod feeds;
 pub mod media;
 pub mod pages;
@@ -20,6 +21,11 @@ pub fn router() -> Router<Arc<App>> {
         .route("/categories/{category}", get(pages::category))
         .route("/media/{file}", get(media::file))
         .route("/feeds/{*path}", get(feeds::serve))
+        .route("/admin", get(admin::page))
+        .route("/admin/login", post(admin::login))
+        .route("/admin/logout", post(admin::logout))
+        .route("/admin/deliveries/{id}/retry", post(admin::retry))
+        .route("/admin/partners/{id}/enable", post(admin::enable))
         .route("/subscribe", post(subscribe::subscribe))
         .route(
             "/confirm/{token}",
