@@ -13,6 +13,7 @@ mod cli;
 mod crash;
 mod feeds;
 mod inbox;
+mod lifecycle;
 mod mail;
 mod media;
 mod pages;

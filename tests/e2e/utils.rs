@@ -134,6 +134,21 @@ impl Daemon {
         }
     }
 
+    /// The daemon's process id (the same across a SIGHUP restart in place).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Sends `signal` without waiting for anything.
+    pub fn send_signal(&self, signal: &str) {
+        let st = Command::new("kill")
+            .arg(signal)
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
     pub fn client(&self) -> Api {
         Api {
             base: self.url.clone(),

@@ -240,6 +240,43 @@ impl Store {
         }))
     }
 
+    /// Gives every delivery `partner` has waiting (not in flight) the due time `due_at`
+    /// (never before now): for a partner whose schedule changed. Returns how many moved.
+    pub fn reschedule_partner(
+        &self,
+        partner: &str,
+        due_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<usize> {
+        let mut ids = Vec::new();
+        for k in self
+            .outbox
+            .scan_prefix(keys::partner_due_prefix(partner))
+            .keys()
+        {
+            let k = k.map_err(StoreError::storage("reading a partner's queue"))?;
+            ids.extend(keys::trailing_delivery(&k));
+        }
+        let due_at = due_at.max(now);
+        let mut moved = 0;
+        for id in ids {
+            moved += usize::from(self.atomically("rescheduling a delivery", |tx| {
+                let Some(d) = tx.delivery(id)? else {
+                    return Ok(false);
+                };
+                if d.status != DeliveryStatus::Pending || d.due_at == due_at {
+                    return Ok(false);
+                }
+                let mut n = d.clone();
+                n.due_at = due_at;
+                n.updated_at = now;
+                tx.put_delivery(Some(&d), &n)?;
+                Ok(true)
+            })?);
+        }
+        Ok(moved)
+    }
+
     /// How many deliveries `partner` has waiting or in flight.
     pub fn partner_queue_depth(&self, partner: &str) -> Result<usize> {
         let mut n = 0;

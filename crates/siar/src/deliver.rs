@@ -61,6 +61,31 @@ fn disabled_key(id: &str) -> String {
     format!("partner-disabled:{id}")
 }
 
+/// The schedule a partner's queued deliveries were timed by.
+fn schedule_key(id: &str) -> String {
+    format!("partner-schedule:{id}")
+}
+
+/// A partner whose schedule changed since the last start (a reload or restart with a new
+/// configuration) gets its waiting deliveries re-timed by the new one: a partner moved to
+/// `instant` receives its queue now, one moved to a cron schedule at its next firing.
+fn reschedule_if_changed(app: &App, p: &PartnerConfig) -> siar_store::Result<()> {
+    let before = app.store.meta_get::<String>(&schedule_key(&p.id))?;
+    if before.as_deref() == Some(p.schedule.as_str()) {
+        return Ok(());
+    }
+    if before.is_some() {
+        let now = app.clock.now();
+        let target = siar_model::Target::Partner(p.id.clone());
+        let due = siar_model::Router::due_at(app.router.as_ref(), &target, now);
+        let moved = app.store.reschedule_partner(&p.id, due, now)?;
+        info!(partner = %p.id, schedule = %p.schedule, deliveries = moved, next = %due,
+              "The partner's schedule changed; its waiting deliveries follow the new one.");
+    }
+    app.store.meta_put(&schedule_key(&p.id), &p.schedule)?;
+    app.store.flush_blocking()
+}
+
 /// When a partner's current run of failures began; kept in the store so a restart does not
 /// restart the count of days before it is disabled.
 fn failing_key(id: &str) -> String {
@@ -193,6 +218,7 @@ impl Engine {
                 p.allow_private,
                 concat!("siar/", env!("CARGO_PKG_VERSION"), " (webhooks)"),
             )?;
+            reschedule_if_changed(app, p)?;
             let disabled = app.store.meta_get::<Disabled>(&disabled_key(&p.id))?;
             if let Some(d) = &disabled {
                 warn!(partner = %p.id, since = %d.at, reason = %d.reason,

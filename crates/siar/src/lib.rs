@@ -102,7 +102,12 @@ pub async fn serve(
     let servers = http::serve(app.clone(), router, listener, shards, stop.clone())
         .context("starting the HTTP threads")?;
     tracing::debug!(threads = servers.len(), "Serving HTTP.");
+    // Under systemd (Type=notify): ready once the listener and every worker run.
+    if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
+        warn!(error = %e, "Could not tell the service manager siar is ready.");
+    }
     shutdown.await;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     info!("Shutting down: no new work is taken.");
     stop.cancel();
     let joined = tokio::task::spawn_blocking(move || {

@@ -123,7 +123,13 @@ fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         Command::Serve => {
             let config = load_config(args.config.as_deref())?;
-            rt.block_on(serve(config))
+            let reload = rt.block_on(serve(config, args.config.clone()))?;
+            drop(rt);
+            if reload {
+                restart_in_place()
+            } else {
+                Ok(())
+            }
         }
         Command::CheckConfig => {
             let config = load_config(args.config.as_deref())?;
@@ -168,7 +174,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+/// Runs the daemon until SIGTERM or Ctrl-C (false) or a SIGHUP with a valid configuration
+/// (true: the caller restarts in place to load it).
+async fn serve(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<bool> {
     let store = siar_store::Store::open(&config.store.path).with_context(|| {
         format!(
             "opening the store at {} (store.path)",
@@ -183,23 +191,30 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(%addr, store = %config.store.path.display(), "siar is running.");
     // One line on stdout, for scripts and tests that started siar on port 0.
     println!("listening on http://{addr}");
+    let reload = Arc::new(std::sync::atomic::AtomicBool::new(false));
     siar::serve(
         config,
         store,
         listener,
         Arc::new(siar::clock::SystemClock),
-        shutdown_signal(),
+        lifecycle_signal(config_path, reload.clone()),
     )
-    .await
+    .await?;
+    Ok(reload.load(std::sync::atomic::Ordering::SeqCst))
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or Ctrl-C, or on SIGHUP once the configuration on disk has been checked
+/// and found valid (then `reload` is set). A SIGHUP with a bad configuration is logged, naming
+/// what is wrong, and the daemon keeps running as it is.
+async fn lifecycle_signal(
+    config_path: Option<PathBuf>,
+    reload: Arc<std::sync::atomic::AtomicBool>,
+) {
     let ctrl_c = async {
         if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
     };
-    #[cfg(unix)]
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(mut s) => {
@@ -208,10 +223,52 @@ async fn shutdown_signal() {
             Err(_) => std::future::pending::<()>().await,
         }
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
+    let hup = async {
+        let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return std::future::pending::<()>().await;
+        };
+        loop {
+            s.recv().await;
+            let checked = load_config(config_path.as_deref()).and_then(|c| {
+                c.partner_secrets().map(drop).map_err(|errs| {
+                    let list: Vec<String> = errs.iter().map(|e| format!("  {e}")).collect();
+                    anyhow::anyhow!("the partners' secrets are not usable:\n{}", list.join("\n"))
+                })
+            });
+            match checked {
+                Ok(()) => {
+                    tracing::info!("SIGHUP: the configuration is valid; restarting in place to load it (queued deliveries stay queued).");
+                    let mut states = vec![sd_notify::NotifyState::Reloading];
+                    if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
+                        states.push(now);
+                    }
+                    let _ = sd_notify::notify(&states);
+                    reload.store(true, std::sync::atomic::Ordering::SeqCst);
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!("SIGHUP: not reloading, still running with the configuration it started with: {e:#}");
+                }
+            }
+        }
+    };
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
+        _ = hup => {}
     }
+}
+
+/// Replaces this process with a fresh start of the same command (same PID, so a supervisor
+/// sees one service): the new configuration, and after an upgrade the new binary.
+fn restart_in_place() -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let mut args = std::env::args_os();
+    let program = args.next().unwrap_or_else(|| "siar".into());
+    let err = std::process::Command::new(&program).args(args).exec();
+    bail!(
+        "could not restart {} to reload the configuration: {err}",
+        program.to_string_lossy()
+    )
 }
