@@ -11,6 +11,7 @@ mod backup;
 mod browser;
 mod cli;
 mod crash;
+mod deploy;
 mod feeds;
 mod inbox;
 mod lifecycle;
