@@ -342,9 +342,18 @@ async fn subscribe_confirm_receive_and_unsubscribe_in_one_click() {
         .await
         .unwrap();
     assert!(
-        metrics.contains("siar_mail_messages_total{outcome=\"sent\"} 5"),
+        metrics.contains("siar_mail_messages_total{list=\"jurnalis\",outcome=\"sent\"} 5"),
         "{metrics}"
     );
+    // Five list mails and three confirmations, all taken by the relay; nothing left queued.
+    for line in [
+        "siar_smtp_replies_total{class=\"2xx\"} 8",
+        "siar_smtp_replies_total{class=\"5xx\"} 0",
+        "siar_queue_depth{channel=\"list\"} 0",
+        "siar_queue_oldest_due_seconds{channel=\"webhook\"} 0",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
     assert!(
         metrics.contains("siar_mail_confirmations_sent_total 3"),
         "{metrics}"
@@ -492,6 +501,24 @@ async fn relay_faults(pipelining: bool) {
     );
     let logs = d.logs();
     assert!(logs.contains("suppressed"), "{logs}");
+    // The relay's answers, counted by class.
+    let metrics = reqwest::get(format!("{}/metrics", d.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let replies = |class: &str| -> u64 {
+        let prefix = format!("siar_smtp_replies_total{{class=\"{class}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {class} line:\n{metrics}"))
+    };
+    assert_eq!(replies("2xx"), 2, "{metrics}");
+    assert_eq!(replies("5xx"), 1, "{metrics}");
+    assert!(replies("4xx") >= 2, "{metrics}");
 
     // The relay goes away; a release waits, then goes out when it is back on the same port.
     smtp.stop();

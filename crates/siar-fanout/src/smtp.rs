@@ -135,6 +135,9 @@ impl SendOutcome {
     }
 }
 
+/// The reply classes messages are counted by.
+pub const REPLY_CLASSES: [&str; 5] = ["2xx", "4xx", "5xx", "network", "client"];
+
 /// Paces messages; slows down when the relay asks.
 struct Bucket {
     configured: f64,
@@ -212,6 +215,8 @@ pub struct Relay {
     opened: std::sync::atomic::AtomicU64,
     /// Of those, sessions on which the relay offered PIPELINING.
     pipelined: std::sync::atomic::AtomicU64,
+    /// Messages by reply class, as [`REPLY_CLASSES`].
+    replies: [std::sync::atomic::AtomicU64; 5],
 }
 
 enum Stage {
@@ -256,6 +261,7 @@ impl Relay {
             bucket: Bucket::new(cfg.rate_per_second),
             idle: Mutex::new(Vec::new()),
             opened: Default::default(),
+            replies: Default::default(),
             pipelined: Default::default(),
             cfg,
         }
@@ -268,6 +274,16 @@ impl Relay {
     /// The pace right now, in messages a second (below the configured rate after a 4xx).
     pub fn current_rate(&self) -> f64 {
         self.bucket.rate()
+    }
+
+    /// Messages by how the relay answered (see [`SendOutcome::reply_class`]).
+    pub fn replies(&self) -> [(&'static str, u64); 5] {
+        std::array::from_fn(|i| {
+            (
+                REPLY_CLASSES[i],
+                self.replies[i].load(std::sync::atomic::Ordering::Relaxed),
+            )
+        })
     }
 
     /// Sessions opened so far (rotation and reconnects included).
@@ -385,6 +401,12 @@ impl Relay {
                 }
             }
         };
+        if let Some(i) = REPLY_CLASSES
+            .iter()
+            .position(|c| *c == outcome.reply_class())
+        {
+            self.replies[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         match &outcome {
             SendOutcome::Sent => self.bucket.accepted(),
             SendOutcome::Retry { code: Some(_), .. } => self.bucket.slow_down(),

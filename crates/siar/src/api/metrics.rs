@@ -1,7 +1,8 @@
 //! `GET /metrics`: Prometheus text exposition (format 0.0.4) of what an operator on call
-//! needs first — feed requests and 304s, partner webhooks (disabled, breaker, queue depth,
-//! oldest due) and mail (messages by outcome, relay sessions and pace, subscribers by list and
-//! status).
+//! needs first — releases, feed requests and 304s, queue depth and age per channel, partner
+//! webhooks (attempts by outcome and their latency, disabled, breaker, queue depth, oldest due)
+//! and mail (messages by list and outcome, the relay's replies by class, sessions and pace,
+//! subscribers by list and status).
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -67,6 +68,7 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
         "siar_feed_not_modified_total {}",
         app.feeds.not_modified.get()
     );
+    queue_families(&mut out, &app, now);
     if let Some(engine) = app.webhooks.get() {
         let stats = engine.attempt_stats();
         family(
@@ -191,19 +193,26 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
     }
     if let Some(mail) = app.mail.get() {
         let s = &mail.stats;
-        family(&mut out, "siar_mail_messages_total", "counter", "List mails by outcome since start: sent, retried (a 4xx or the relay unreachable), bounced (5xx to RCPT), failed, skipped (left the list or the release was withdrawn first).");
-        for (outcome, v) in [
-            ("sent", &s.sent),
-            ("retried", &s.retried),
-            ("bounced", &s.bounced),
-            ("failed", &s.failed),
-            ("skipped", &s.skipped),
-        ] {
-            let _ = writeln!(
-                out,
-                "siar_mail_messages_total{{outcome=\"{outcome}\"}} {}",
-                v.load(Ordering::Relaxed)
-            );
+        family(&mut out, "siar_mail_messages_total", "counter", "List mails by list and outcome since start: sent, retried (a 4xx or the relay unreachable), bounced (5xx to RCPT), failed, skipped (left the list or the release was withdrawn first).");
+        let others = (!s.other.by_outcome().iter().all(|(_, n)| *n == 0))
+            .then_some(("(other)".to_owned(), &s.other));
+        for (list, counters) in s.lists.iter().map(|(l, c)| (l.clone(), c)).chain(others) {
+            for (outcome, n) in counters.by_outcome() {
+                let _ = writeln!(
+                    out,
+                    "siar_mail_messages_total{{list=\"{}\",outcome=\"{outcome}\"}} {n}",
+                    label(&list)
+                );
+            }
+        }
+        family(
+            &mut out,
+            "siar_smtp_replies_total",
+            "counter",
+            "Messages (list mails and confirmations) by the relay's answer: 2xx, 4xx, 5xx, network (no answer: refused, timed out, cut off), client (refused before sending).",
+        );
+        for (class, n) in mail.relay.replies() {
+            let _ = writeln!(out, "siar_smtp_replies_total{{class=\"{class}\"}} {n}");
         }
         family(
             &mut out,
@@ -267,4 +276,52 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
         out,
     )
         .into_response()
+}
+
+/// Depth and age of each delivery queue: webhooks, list mailings, single mails.
+fn queue_families(out: &mut String, app: &App, now: chrono::DateTime<chrono::Utc>) {
+    let mut rows = Vec::new();
+    for (queue, channel) in [
+        (siar_model::Queue::Webhook, "webhook"),
+        (siar_model::Queue::List, "list"),
+        (siar_model::Queue::Email, "email"),
+    ] {
+        match app.store.queue_stats(queue, now) {
+            Ok(s) => rows.push((channel, s)),
+            Err(e) => tracing::warn!(error = %e, "Could not read a queue for /metrics."),
+        }
+    }
+    family(
+        out,
+        "siar_queue_depth",
+        "gauge",
+        "Deliveries waiting or in flight, by channel.",
+    );
+    for (channel, s) in &rows {
+        let _ = writeln!(out, "siar_queue_depth{{channel=\"{channel}\"}} {}", s.depth);
+    }
+    family(
+        out,
+        "siar_queue_due",
+        "gauge",
+        "Of those, deliveries due now (in flight included), by channel.",
+    );
+    for (channel, s) in &rows {
+        let _ = writeln!(out, "siar_queue_due{{channel=\"{channel}\"}} {}", s.due_now);
+    }
+    family(
+        out,
+        "siar_queue_oldest_due_seconds",
+        "gauge",
+        "How long the earliest delivery due has been waiting, by channel (0: none overdue).",
+    );
+    for (channel, s) in &rows {
+        let age = s.oldest_due.map_or(0.0, |t| {
+            ((now - t).num_milliseconds().max(0) as f64) / 1000.0
+        });
+        let _ = writeln!(
+            out,
+            "siar_queue_oldest_due_seconds{{channel=\"{channel}\"}} {age}"
+        );
+    }
 }

@@ -52,15 +52,42 @@ pub struct ListInfo {
     pub digest: bool,
 }
 
-/// Counters for the operator (and `/metrics`).
+/// One list's mails by outcome, for `/metrics`.
 #[derive(Default)]
-pub struct MailStats {
+pub struct ListCounters {
     pub sent: AtomicU64,
     pub retried: AtomicU64,
     pub bounced: AtomicU64,
     pub failed: AtomicU64,
     pub skipped: AtomicU64,
+}
+
+impl ListCounters {
+    pub fn by_outcome(&self) -> [(&'static str, u64); 5] {
+        [
+            ("sent", self.sent.load(Ordering::Relaxed)),
+            ("retried", self.retried.load(Ordering::Relaxed)),
+            ("bounced", self.bounced.load(Ordering::Relaxed)),
+            ("failed", self.failed.load(Ordering::Relaxed)),
+            ("skipped", self.skipped.load(Ordering::Relaxed)),
+        ]
+    }
+}
+
+/// Counters for the operator (and `/metrics`).
+#[derive(Default)]
+pub struct MailStats {
+    /// Per configured list.
+    pub lists: BTreeMap<String, ListCounters>,
+    /// For a list no longer configured (a job left from before a reload).
+    pub other: ListCounters,
     pub confirmations: AtomicU64,
+}
+
+impl MailStats {
+    pub fn list(&self, id: &str) -> &ListCounters {
+        self.lists.get(id).unwrap_or(&self.other)
+    }
 }
 
 pub struct Mailer {
@@ -141,7 +168,14 @@ impl Mailer {
             retry: c.smtp.retry_schedule_secs.clone(),
             worker: format!("mail-{}", std::process::id()),
             active: Mutex::new(HashSet::new()),
-            stats: MailStats::default(),
+            stats: MailStats {
+                lists: c
+                    .lists
+                    .iter()
+                    .map(|l| (l.id.clone(), ListCounters::default()))
+                    .collect(),
+                ..MailStats::default()
+            },
             limits: Default::default(),
         })
     }
@@ -928,7 +962,7 @@ async fn send_one(
     mut row: MailRow,
 ) -> MailRow {
     let now = app.clock.now();
-    let stats = &mailer.stats;
+    let stats = mailer.stats.list(list);
     let skip = |mut row: MailRow, why: &str| {
         stats.skipped.fetch_add(1, Ordering::Relaxed);
         row.state = RowState::Skipped;
