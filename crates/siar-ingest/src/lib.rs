@@ -217,6 +217,39 @@ pub fn content_hash(format: Format, text: &str) -> String {
     hex::encode(h.finalize())
 }
 
+/// The fuzzing oracle (the `cargo fuzz` targets under `fuzz/` and the corpus replay test call
+/// it): parsing `data` as `format` must not panic; an accepted release has a title, a body and
+/// only characters XML 1.0 allows; and parsing is deterministic (the same result, the same
+/// content hash). Panics when any of that fails.
+#[doc(hidden)]
+pub fn fuzz_check(data: &[u8], format: Format) {
+    let ctx = ParseContext::new(NaiveDate::from_ymd_opt(2026, 11, 29).unwrap_or_default());
+    let first = parse(data, format, &ctx);
+    let again = parse(data, format, &ctx);
+    match (&first, &again) {
+        (Ok(a), Ok(b)) => {
+            assert_eq!(a.content_hash, b.content_hash, "the hash is deterministic");
+            assert_eq!(a.content.title, b.content.title);
+            let c = &a.content;
+            assert!(!c.title.trim().is_empty(), "an accepted release has a title");
+            assert!(!c.body.is_empty(), "an accepted release has a body");
+            let fields = [&c.title]
+                .into_iter()
+                .chain(&c.body)
+                .chain(&c.captions)
+                .chain(&c.closing_codes);
+            for f in fields {
+                assert!(
+                    f.chars().all(siar_model::text::is_xml_char),
+                    "a character XML 1.0 forbids in {f:?}"
+                );
+            }
+        }
+        (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "errors are deterministic"),
+        _ => panic!("parsing the same bytes twice gave different results"),
+    }
+}
+
 #[cfg(test)]
 mod robustness {
     use super::*;
