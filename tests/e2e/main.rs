@@ -19,6 +19,7 @@ mod mail;
 mod media;
 mod pages;
 mod schedule;
+mod schemathesis;
 mod security;
 mod upstream;
 mod webhooks;

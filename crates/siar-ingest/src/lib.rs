@@ -231,7 +231,10 @@ pub fn fuzz_check(data: &[u8], format: Format) {
             assert_eq!(a.content_hash, b.content_hash, "the hash is deterministic");
             assert_eq!(a.content.title, b.content.title);
             let c = &a.content;
-            assert!(!c.title.trim().is_empty(), "an accepted release has a title");
+            assert!(
+                !c.title.trim().is_empty(),
+                "an accepted release has a title"
+            );
             assert!(!c.body.is_empty(), "an accepted release has a body");
             let fields = [&c.title]
                 .into_iter()

@@ -229,7 +229,7 @@ pub async fn recipients(
 ) -> Result<Json<Recipients>, ApiError> {
     let id: DeliveryId = id
         .parse()
-        .map_err(|e: siar_model::IdParseError| ApiError::bad_request(e.to_string()))?;
+        .map_err(|e: siar_model::IdParseError| ApiError::not_found(format!("no delivery: {e}")))?;
     let job = app
         .store
         .job_of(id)?
