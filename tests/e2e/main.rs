@@ -18,6 +18,7 @@ mod lifecycle;
 mod mail;
 mod media;
 mod pages;
+mod reliability;
 mod schedule;
 mod schemathesis;
 mod security;

@@ -242,6 +242,8 @@ pub struct SmtpRecorder {
 pub struct Received {
     pub from: String,
     pub to: Vec<String>,
+    /// The Message-ID header (recorded even when the data is not).
+    pub message_id: String,
     pub data: Vec<u8>,
 }
 
@@ -350,6 +352,7 @@ impl SmtpRecorder {
                         .iter()
                         .map(|t| t.as_str().unwrap().to_owned())
                         .collect(),
+                    message_id: v["message_id"].as_str().unwrap_or("").to_owned(),
                     data: base64::engine::general_purpose::STANDARD
                         .decode(v["data"].as_str().unwrap())
                         .unwrap(),

@@ -14,7 +14,8 @@ command so a test can change it while the server runs:
     {"data_554": ["a@b.id"]}  554 5.7.1 after the data of a message to these addresses
 
 With PIPELINING=1 in the environment, the server offers PIPELINING (RFC 2920; aiosmtpd reads
-pipelined commands in order either way). With RECORD_DATA=0, only envelopes are recorded (for volume tests).
+pipelined commands in order either way). With RECORD_DATA=0, only envelopes and the Message-ID
+are recorded (for volume tests).
 
 Prints "port N" on stdout once listening (PORT 0 or absent: any free port).
 """
@@ -22,9 +23,17 @@ import asyncio
 import base64
 import json
 import os
+import re
 import sys
 
 from aiosmtpd.smtp import SMTP
+
+
+def message_id(content):
+    """The Message-ID header of a message, or ""."""
+    head = (content or b"").split(b"\r\n\r\n", 1)[0]
+    m = re.search(rb"(?im)^message-id:[ \t]*(<[^>\r\n]*>)", head)
+    return m.group(1).decode("ascii", "replace") if m else ""
 
 
 class Handler:
@@ -76,6 +85,7 @@ class Handler:
             "from": envelope.mail_from,
             "to": envelope.rcpt_tos,
             "session": "%s:%s" % tuple(session.peer[:2]),
+            "message_id": message_id(envelope.original_content),
             "data": base64.b64encode(envelope.original_content or b"").decode("ascii")
             if self.keep_data
             else "",

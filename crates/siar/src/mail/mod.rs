@@ -7,7 +7,8 @@
 //! materialised in committed chunks, sent with up to twice `smtp.max_connections` in flight,
 //! and settled in batches of [`SETTLE_BATCH`], each flushed while the next fills (never two
 //! flushing at once) — so after a crash, only the mails in flight can go out again: at most
-//! that concurrency plus two batches.
+//! that concurrency plus two batches. A list runs one job at a time, oldest first (its
+//! subscribers get releases in order), so that bound holds per list.
 //!
 //! Per recipient: sent; a 4xx or an unreachable relay → tried again on
 //! `smtp.retry_schedule_secs`; 5xx to RCPT → bounced, the address suppressed on every list;
@@ -101,6 +102,10 @@ pub struct Mailer {
     worker: String,
     /// List deliveries held by running jobs: never claimed twice.
     active: Mutex<HashSet<DeliveryId>>,
+    /// Lists with a job running: one mailing per list at a time, in the order the releases
+    /// came, so subscribers get them in order and a crash repeats at most one job's in-flight
+    /// mails per list.
+    busy_lists: Mutex<HashSet<String>>,
     pub stats: MailStats,
     /// Subscribe requests per address and per client IP.
     pub limits: crate::web::subscribe::Limiter,
@@ -168,6 +173,7 @@ impl Mailer {
             retry: c.smtp.retry_schedule_secs.clone(),
             worker: format!("mail-{}", std::process::id()),
             active: Mutex::new(HashSet::new()),
+            busy_lists: Mutex::new(HashSet::new()),
             stats: MailStats {
                 lists: c
                     .lists
@@ -221,6 +227,10 @@ impl Mailer {
 
     fn lock_active(&self) -> std::sync::MutexGuard<'_, HashSet<DeliveryId>> {
         self.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_busy_lists(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.busy_lists.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The wait before retry `n` (1-based), ±20 %; `None` when the schedule is spent.
@@ -363,6 +373,8 @@ pub async fn run(app: Arc<App>, mailer: Arc<Mailer>, stop: CancellationToken) {
         tokio::select! {
             _ = tokio::time::sleep(TICK) => {}
             _ = app.deliveries_changed.notified() => {}
+            // A job done frees its list for the next one.
+            Some(_) = jobs.join_next(), if !jobs.is_empty() => {}
             _ = stop.cancelled() => {}
         }
     }
@@ -378,13 +390,28 @@ fn start_due(
 ) -> siar_store::Result<()> {
     let now = app.clock.now();
     let active = mailer.lock_active().clone();
+    let busy = mailer.lock_busy_lists().clone();
+    let mut taken: HashSet<String> = HashSet::new();
     let claims = app.store.claim(
         Queue::List,
         now,
         chrono::Duration::minutes(10),
         512,
         &mailer.worker,
-        &mut |d| !active.contains(&d.id),
+        &mut |d| {
+            if active.contains(&d.id) {
+                return false;
+            }
+            let Target::List(list) = &d.target else {
+                return true;
+            };
+            if busy.contains(list) {
+                return false;
+            }
+            // A digest takes everything that came due; an instant list its oldest delivery
+            // (the claim goes in due order), the next one when that job is done.
+            mailer.lists.get(list).is_some_and(|l| l.digest) || taken.insert(list.clone())
+        },
     )?;
     if claims.is_empty() {
         return Ok(());
@@ -514,11 +541,13 @@ fn start_due(
     for (job, claims) in start {
         let ids: Vec<DeliveryId> = claims.iter().map(|c| c.delivery.id).collect();
         mailer.lock_active().extend(ids.iter().copied());
+        mailer.lock_busy_lists().insert(job.list.clone());
         let (app, mailer, stop) = (app.clone(), mailer.clone(), stop.clone());
         jobs.spawn(async move {
             let _release = ActiveGuard {
                 mailer: mailer.clone(),
                 ids,
+                list: job.list.clone(),
             };
             run_job(&app, &mailer, job, claims, &stop).await;
         });
@@ -529,6 +558,7 @@ fn start_due(
 struct ActiveGuard {
     mailer: Arc<Mailer>,
     ids: Vec<DeliveryId>,
+    list: String,
 }
 
 impl Drop for ActiveGuard {
@@ -537,6 +567,8 @@ impl Drop for ActiveGuard {
         for id in &self.ids {
             active.remove(id);
         }
+        drop(active);
+        self.mailer.lock_busy_lists().remove(&self.list);
     }
 }
 
