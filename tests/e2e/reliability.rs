@@ -242,3 +242,240 @@ async fn ten_seeded_kills_during_a_mixed_fan_out_lose_nothing() {
     drop(d);
     server.abort();
 }
+
+/// A tmpfs mounted for one test (root only), unmounted when dropped.
+struct Mount(std::path::PathBuf);
+
+impl Mount {
+    fn tmpfs(at: &std::path::Path, size: &str) -> Mount {
+        std::fs::create_dir_all(at).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mounting a tmpfs (the test needs root, as CI has)");
+        Mount(at.to_owned())
+    }
+
+    fn remount(&self, mode: &str) {
+        let ok = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,{mode}")])
+            .arg(&self.0)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "remount {mode}");
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Posts distinct releases until one is refused; returns that answer.
+async fn post_until_refused(api: &Api) -> (u16, serde_json::Value) {
+    for n in 1000..1200 {
+        let (s, r) = api.post_text(release_text(n)).await;
+        if s != 201 {
+            return (s, r);
+        }
+    }
+    panic!("200 releases were accepted on a filesystem that cannot take them");
+}
+
+async fn readyz(d: &Daemon) -> (u16, String) {
+    let r = reqwest::get(format!("{}/readyz", d.url)).await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_full_or_read_only_filesystem_is_refused_clearly_and_siar_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = Mount::tmpfs(&dir.path().join("mnt"), "32m");
+    let store = mnt.0.join("data");
+    let env = [("SIAR_STORE_PATH", store.to_str().unwrap())];
+    let mut d = Daemon::start_with(dir.path(), None, &env);
+    let mut acked = Vec::new();
+    for n in 0..3 {
+        let (s, r) = d.client().post_text(release_text(n)).await;
+        assert_eq!(s, 201);
+        acked.push(r["id"].as_str().unwrap().to_owned());
+    }
+
+    {
+        let (what, expect) = ("full", "No space left on device");
+        // The disk fills up.
+        let filler = mnt.0.join("filler");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&filler).unwrap();
+            while f.write_all(&[0u8; 1 << 20]).is_ok() {}
+            let _ = f.sync_all();
+        }
+        // Clear errors: a 503 that says why, and /readyz says it too.
+        let (s, r) = post_until_refused(&d.client()).await;
+        assert_eq!(s, 503, "{what}: {r}");
+        assert_eq!(r["error"]["code"], "storage_unavailable", "{r}");
+        assert!(
+            r["error"]["message"].as_str().unwrap().contains(expect),
+            "{what}: {r}"
+        );
+        let (s, body) = readyz(&d).await;
+        assert_eq!(s, 503, "{body}");
+        assert!(body.contains(expect), "{body}");
+        // What was stored can still be read.
+        for id in &acked {
+            let (s, _) = d.client().get_json(&format!("/api/v1/releases/{id}")).await;
+            assert_eq!(s, 200, "{what}: release {id} unreadable");
+        }
+
+        // Space returns: siar cannot clear sled's kept error in place, so it stops and asks
+        // its service manager for a restart (exit status non-zero).
+        std::fs::remove_file(&filler).unwrap();
+        let status = d
+            .wait_exit(30)
+            .unwrap_or_else(|| panic!("{what}: siar did not ask to be restarted:\n{}", d.logs()));
+        assert!(!status.success(), "{what}: {status:?}");
+        assert!(d.logs().contains("restarting to reopen it"), "{}", d.logs());
+
+        // Restarted (as systemd's Restart=on-failure does): ready, nothing lost or corrupted,
+        // and taking releases again.
+        d = Daemon::start_with(dir.path(), None, &env);
+        let (s, body) = readyz(&d).await;
+        assert_eq!(s, 200, "{what}: {body}");
+        let (_, list) = d.client().get_json("/api/v1/releases?limit=500").await;
+        let ids: Vec<&str> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap())
+            .collect();
+        for id in &acked {
+            assert!(
+                ids.contains(&id.as_str()),
+                "{what}: acknowledged release {id} lost"
+            );
+            let (s, r) = d.client().get_json(&format!("/api/v1/releases/{id}")).await;
+            assert_eq!(s, 200);
+            assert!(r["content"]["title"]
+                .as_str()
+                .unwrap()
+                .starts_with("Rilis Uji"));
+        }
+        let (s, r) = d.client().post_text(release_text(2000 + acked.len())).await;
+        assert_eq!(s, 201, "{what}: {r}");
+        acked.push(r["id"].as_str().unwrap().to_owned());
+    }
+
+    // A read-only filesystem (Linux will not remount one read-only under a process writing
+    // to it, so siar meets it at start-up): a clear error and exit status 1, nothing changed;
+    // started again once it is writable, everything is there.
+    assert!(d.terminate().success());
+    mnt.remount("ro");
+    let out = std::process::Command::new(siar_bin())
+        .arg("serve")
+        .current_dir(dir.path())
+        .env_remove("SIAR_CONFIG")
+        .env("SIAR_API_TOKEN", TOKEN)
+        .env("SIAR_SERVER_LISTEN", "127.0.0.1:0")
+        .env("SIAR_STORE_PATH", &store)
+        .env("SIAR_INGEST_INBOX", dir.path().join("inbox"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("opening the store at") && stderr.contains("Read-only file system"),
+        "{stderr}"
+    );
+    mnt.remount("rw");
+    d = Daemon::start_with(dir.path(), None, &env);
+    let (s, body) = readyz(&d).await;
+    assert_eq!(s, 200, "{body}");
+    for id in &acked {
+        let (s, _) = d.client().get_json(&format!("/api/v1/releases/{id}")).await;
+        assert_eq!(s, 200, "release {id} after the read-only start");
+    }
+    let (s, r) = d.client().post_text(release_text(3000)).await;
+    assert_eq!(s, 201, "{r}");
+    drop(d);
+}
+
+#[tokio::test]
+async fn a_relay_down_from_the_start_loses_nothing_once_it_comes_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = dir.path().join("siar.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[smtp]\nurl = \"smtp://127.0.0.1:{port}\"\nfrom = \"Diskominfo Kalsel <siaran@kalselprov.go.id>\"\n\
+             timeout_secs = 5\nretry_schedule_secs = [1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2]\n\n\
+             [[lists]]\nid = \"warga\"\nname = \"Siaran Pers untuk Warga\"\n"
+        ),
+    )
+    .unwrap();
+    let d = Daemon::start_with(dir.path(), Some(&cfg), &[]);
+    let api = d.client();
+    let addresses: Vec<String> = (0..50).map(|i| format!("warga{i:02}@banjar.id")).collect();
+    let r = api
+        .post("/api/v1/lists/warga/subscribers")
+        .json(&serde_json::json!({"addresses": addresses, "confirmed": true, "source": "uji"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut ids = Vec::new();
+    for n in 0..2 {
+        let (s, r) = api.post_text(release_text(n)).await;
+        assert_eq!(s, 201);
+        ids.push(r["id"].as_str().unwrap().to_owned());
+    }
+    // Nobody answers: the mails wait and are retried, counted as network failures.
+    eventually(20, "retries against the missing relay", || async {
+        let m = reqwest::get(format!("{}/metrics", d.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let n: u64 = m
+            .lines()
+            .find_map(|l| l.strip_prefix("siar_smtp_replies_total{class=\"network\"} "))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        (n >= 50).then_some(())
+    })
+    .await;
+    let (s, body) = readyz(&d).await;
+    assert_eq!(s, 200, "a missing relay does not make siar unready: {body}");
+
+    // The relay comes up on its port: every recipient gets both releases, once.
+    let smtp = SmtpRecorder::start_on(dir.path(), "relay", port);
+    eventually(60, "both mailings once the relay is up", || async {
+        (smtp.count() >= 100).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut got = BTreeSet::new();
+    for m in smtp.messages() {
+        assert!(
+            got.insert((m.to[0].clone(), m.subject())),
+            "a repeat: {:?}",
+            m.to
+        );
+    }
+    assert_eq!(got.len(), 100);
+    drop(d);
+}

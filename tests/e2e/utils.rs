@@ -139,6 +139,22 @@ impl Daemon {
         self.child.as_ref().map_or(0, Child::id)
     }
 
+    /// The exit status once the process has ended by itself (polled for up to `secs`).
+    pub fn wait_exit(&mut self, secs: u64) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let child = self.child.as_mut()?;
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Sends `signal` without waiting for anything.
     pub fn send_signal(&self, signal: &str) {
         let st = Command::new("kill")

@@ -27,6 +27,7 @@ pub mod routing;
 pub mod schedule;
 pub mod scheduler;
 pub mod sources;
+pub mod watchdog;
 pub mod web;
 pub mod writer;
 
@@ -106,7 +107,17 @@ pub async fn serve(
     if let Err(e) = sd_notify::notify(&[sd_notify::NotifyState::Ready]) {
         warn!(error = %e, "Could not tell the service manager siar is ready.");
     }
-    shutdown.await;
+    let watchdog = tokio::spawn(watchdog::run(app.clone(), stop.clone()));
+    let mut fatal = None;
+    tokio::pin!(shutdown);
+    tokio::select! {
+        _ = &mut shutdown => {}
+        reason = watchdog => {
+            if let Ok(Some(reason)) = reason {
+                fatal = Some(reason);
+            }
+        }
+    }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     info!("Shutting down: no new work is taken.");
     stop.cancel();
@@ -126,6 +137,9 @@ pub async fn serve(
     .is_err()
     {
         warn!("Some work did not finish within the grace period; it will be resumed at the next start.");
+    }
+    if let Some(reason) = fatal {
+        anyhow::bail!("{reason}");
     }
     app.store
         .flush()
