@@ -464,7 +464,11 @@ async fn partners_get_signed_deliveries_with_retries_and_isolation() {
     assert!(!ds
         .keys()
         .any(|k| k.starts_with("bad@") && k.ends_with("retracted")));
-    assert_eq!(ds["h4@v2.retracted"]["status"], "delivered");
+    eventually(10, "h4's retraction settled", || async {
+        let ds = deliveries(&api, &id).await;
+        (ds["h4@v2.retracted"]["status"] == "delivered").then_some(())
+    })
+    .await;
     assert_eq!(count(&log, "gone"), 1);
 
     // The operator's tools: list a partner's failures, and queue them again after a fix.

@@ -145,9 +145,6 @@ fn refine(doc: &mut serde_json::Value) {
         r["properties"]["reason"]["minLength"] = json!(1);
         r["properties"]["reason"]["maxLength"] = json!(1000);
     }
-    if let Some(b) = schemas.get_mut("BounceReport") {
-        b["anyOf"] = json!([{"required": ["address"]}, {"required": ["return_path"]}]);
-    }
     if let Some(r) = schemas.get_mut("RecoverRequest") {
         r["properties"]["partner"]["minLength"] = json!(1);
         r["properties"]["since"]["pattern"] = json!(WHEN_PATTERN);
