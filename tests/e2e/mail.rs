@@ -348,6 +348,8 @@ async fn subscribe_confirm_receive_and_unsubscribe_in_one_click() {
     // Five list mails and three confirmations, all taken by the relay; nothing left queued.
     for line in [
         "siar_smtp_replies_total{class=\"2xx\"} 8",
+        "siar_smtp_send_seconds_count 8",
+        "siar_smtp_send_seconds_bucket{le=\"+Inf\"} 8",
         "siar_smtp_replies_total{class=\"5xx\"} 0",
         "siar_queue_depth{channel=\"list\"} 0",
         "siar_queue_oldest_due_seconds{channel=\"webhook\"} 0",

@@ -216,6 +216,19 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
         }
         family(
             &mut out,
+            "siar_smtp_send_seconds",
+            "histogram",
+            "How long each message took with the relay (a new session's connection included).",
+        );
+        let (buckets, count, sum) = mail.relay.latency.snapshot();
+        for (le, n) in buckets {
+            let _ = writeln!(out, "siar_smtp_send_seconds_bucket{{le=\"{le}\"}} {n}");
+        }
+        let _ = writeln!(out, "siar_smtp_send_seconds_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "siar_smtp_send_seconds_sum {sum}");
+        let _ = writeln!(out, "siar_smtp_send_seconds_count {count}");
+        family(
+            &mut out,
             "siar_mail_confirmations_sent_total",
             "counter",
             "Subscription confirmation mails the relay accepted.",
