@@ -117,6 +117,18 @@ impl Store {
     /// deliveries. A release whose time passed while the daemon was down is published now,
     /// late, exactly once. Returns what was published.
     pub fn publish_due(&self, now: DateTime<Utc>, router: &dyn Router) -> Result<Vec<Release>> {
+        self.publish_due_max(now, router, usize::MAX)
+    }
+
+    /// [`Store::publish_due`], at most `max` releases (the earliest due first): a caller that
+    /// flushes and wakes the delivery workers after each group lets the first partners and
+    /// lists get their releases while the rest are still being published.
+    pub fn publish_due_max(
+        &self,
+        now: DateTime<Utc>,
+        router: &dyn Router,
+        max: usize,
+    ) -> Result<Vec<Release>> {
         let mut end = b"S".to_vec();
         end.extend_from_slice(&keys::ms(now));
         end.extend_from_slice(&[0xFF; 16]);
@@ -125,6 +137,7 @@ impl Store {
             .range(b"S".to_vec()..=end)
             .keys()
             .filter_map(|k| k.ok().and_then(|k| keys::trailing_release(&k)))
+            .take(max)
             .collect();
         let mut published = Vec::new();
         for id in due {

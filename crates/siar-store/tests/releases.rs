@@ -544,3 +544,47 @@ fn a_batch_is_one_step_and_repeats_inside_it_map_to_one_release() {
     );
     assert!(s.check_outbox().unwrap().is_empty());
 }
+
+#[test]
+fn many_releases_due_at_once_are_published_in_groups_earliest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let ingest_at = t("2026-11-29T20:00:00Z");
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let at = t("2026-11-29T22:00:00Z") + chrono::Duration::minutes(i);
+        let r = s
+            .ingest(
+                new_release(&format!("Embargo {i}"), &[], at, Source::Api),
+                ingest_at,
+                &TestRouter,
+            )
+            .unwrap();
+        ids.push(r.release.id);
+    }
+    let now = t("2026-11-30T00:00:00Z");
+    let first = s.publish_due_max(now, &TestRouter, 2).unwrap();
+    assert_eq!(
+        first.iter().map(|r| r.id).collect::<Vec<_>>(),
+        ids[..2].to_vec(),
+        "the earliest due first"
+    );
+    let second = s.publish_due_max(now, &TestRouter, 2).unwrap();
+    assert_eq!(
+        second.iter().map(|r| r.id).collect::<Vec<_>>(),
+        ids[2..4].to_vec()
+    );
+    let rest = s.publish_due_max(now, &TestRouter, 2).unwrap();
+    assert_eq!(
+        rest.iter().map(|r| r.id).collect::<Vec<_>>(),
+        ids[4..].to_vec()
+    );
+    assert!(s.publish_due_max(now, &TestRouter, 2).unwrap().is_empty());
+    for id in ids {
+        assert_eq!(
+            s.deliveries_for_release(id).unwrap().len(),
+            2,
+            "each published once"
+        );
+    }
+}

@@ -14,6 +14,10 @@ use crate::app::App;
 use crate::clock::{sleep_until, Clock};
 use crate::schedule::When;
 
+/// Releases published per step when many come due at once (each step is flushed, and the
+/// delivery workers woken, before the next).
+const PUBLISH_GROUP: usize = 25;
+
 /// Publishes every scheduled release when its time comes — at once for those whose time
 /// passed while the daemon was down — until `shutdown`.
 pub async fn run_publisher(app: Arc<App>, shutdown: CancellationToken) {
@@ -21,7 +25,11 @@ pub async fn run_publisher(app: Arc<App>, shutdown: CancellationToken) {
     loop {
         let now = app.clock.now();
         let mut wait = Duration::seconds(60);
-        match app.store.publish_due(now, app.router.as_ref()) {
+        let mut more = false;
+        match app
+            .store
+            .publish_due_max(now, app.router.as_ref(), PUBLISH_GROUP)
+        {
             Ok(published) => {
                 app.published
                     .fetch_add(published.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -34,6 +42,7 @@ pub async fn run_publisher(app: Arc<App>, shutdown: CancellationToken) {
                         info!(release = %r.id, publish_at = %r.publish_at, "Published.");
                     }
                 }
+                more = published.len() == PUBLISH_GROUP;
                 if !published.is_empty() {
                     if let Err(e) = app.store.flush().await {
                         error!(error = %e, "Could not flush after publishing.");
@@ -48,6 +57,11 @@ pub async fn run_publisher(app: Arc<App>, shutdown: CancellationToken) {
                 error!(error = %e, "Could not publish due releases; retrying in 5 s.");
                 wait = Duration::seconds(5);
             }
+        }
+        if more && !shutdown.is_cancelled() {
+            // Many came due at once: the next group now, after letting others run.
+            tokio::task::yield_now().await;
+            continue;
         }
         let mut until = now + wait;
         match app.store.next_scheduled() {
