@@ -1,29 +1,9 @@
 //! `siar store export` while the daemon runs, `siar store import` into an empty store: every
 //! release, version, subscriber, consent record and delivery state comes back.
 
-use std::process::Command;
-
 use serde_json::Value;
 
 use crate::utils::*;
-
-/// Runs the CLI in `dir` against `url`; (success, stdout bytes, stderr).
-fn siar(dir: &std::path::Path, url: &str, args: &[&str]) -> (bool, Vec<u8>, String) {
-    let out = Command::new(siar_bin())
-        .args(args)
-        .current_dir(dir)
-        .env("SIAR_URL", url)
-        .env("SIAR_API_TOKEN", TOKEN)
-        .env_remove("SIAR_CONFIG")
-        .env_remove("SIAR_STORE_PATH")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        out.stdout,
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// The records of a backup: every line but the header (it has the time) and the end marker.
 fn records(backup: &[u8]) -> Vec<String> {
@@ -112,7 +92,7 @@ async fn a_backup_of_the_running_daemon_restores_everything() {
     assert_eq!(r.status(), 200);
     let csv = dir.path().join("wartawan.csv");
     std::fs::write(&csv, "email\nani@redaksi.id\nbudi@redaksi.id\n").unwrap();
-    let (ok, out, err) = siar(
+    let (ok, out, err) = run_cli(
         &live,
         &d.url,
         &[
@@ -151,7 +131,7 @@ async fn a_backup_of_the_running_daemon_restores_everything() {
     );
 
     // Through the running daemon.
-    let (ok, backup, err) = siar(
+    let (ok, backup, err) = run_cli(
         &live,
         &d.url,
         &["--config", cfg.to_str().unwrap(), "store", "export"],
@@ -163,37 +143,24 @@ async fn a_backup_of_the_running_daemon_restores_everything() {
     assert!(d.logs().contains("Backup exported."));
 
     // Into an empty store, while no daemon uses it.
-    let (ok, out, err) = siar(
-        &restored,
-        "http://127.0.0.1:9",
-        &[
-            "--config",
-            cfg.to_str().unwrap(),
-            "store",
-            "import",
-            file.to_str().unwrap(),
-        ],
-    );
+    let import = [
+        "--config",
+        cfg.to_str().unwrap(),
+        "store",
+        "import",
+        file.to_str().unwrap(),
+    ];
+    let (ok, out, err) = run_cli(&restored, "http://127.0.0.1:9", &import);
     let out = String::from_utf8_lossy(&out).into_owned();
     assert!(ok, "{out}{err}");
     assert!(out.contains("imported") && out.contains("mail"), "{out}");
     // Never over a store that holds something.
-    let (ok, _, err) = siar(
-        &restored,
-        "http://127.0.0.1:9",
-        &[
-            "--config",
-            cfg.to_str().unwrap(),
-            "store",
-            "import",
-            file.to_str().unwrap(),
-        ],
-    );
+    let (ok, _, err) = run_cli(&restored, "http://127.0.0.1:9", &import);
     assert!(!ok);
     assert!(err.contains("empty store"), "{err}");
 
     // Offline export of the restored store: record for record the same.
-    let (ok, again, err) = siar(
+    let (ok, again, err) = run_cli(
         &restored,
         "http://127.0.0.1:9",
         &["--config", cfg.to_str().unwrap(), "store", "export"],

@@ -66,6 +66,24 @@ async fn browser() -> (Driver, Client) {
     }
 }
 
+async fn click(c: &Client, css: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
+async fn type_into(c: &Client, css: &str, text: &str) {
+    c.find(Locator::Css(css))
+        .await
+        .unwrap()
+        .send_keys(text)
+        .await
+        .unwrap();
+}
+
 async fn text_of(c: &Client, css: &str) -> String {
     c.wait()
         .at_most(Duration::from_secs(10))
@@ -100,9 +118,7 @@ async fn wait_text(c: &Client, css: &str, expected: &str) {
 
 /// A partner that refuses the first delivery for good (400) and takes the rest.
 async fn fussy_partner(calls: Arc<AtomicUsize>) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = axum::Router::new().route(
+    serve_local(axum::Router::new().route(
         "/hook",
         axum::routing::post(move || {
             let calls = calls.clone();
@@ -114,9 +130,8 @@ async fn fussy_partner(calls: Arc<AtomicUsize>) -> String {
                 }
             }
         }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    base
+    ))
+    .await
 }
 
 #[tokio::test]
@@ -174,20 +189,8 @@ async fn a_reader_subscribes_and_an_operator_retries_in_a_real_browser() {
     c.goto(&format!("{public}/")).await.unwrap();
     let html = c.source().await.unwrap();
     assert!(html.contains("Rilis Uji Nomor 1"), "{html}");
-    c.find(Locator::Css("input[type=email]"))
-        .await
-        .unwrap()
-        .send_keys("ani@redaksi.id")
-        .await
-        .unwrap();
-    c.find(Locator::Css(
-        "form[action$='/subscribe'] button[type=submit]",
-    ))
-    .await
-    .unwrap()
-    .click()
-    .await
-    .unwrap();
+    type_into(&c, "input[type=email]", "ani@redaksi.id").await;
+    click(&c, "form[action$='/subscribe'] button[type=submit]").await;
     wait_text(&c, "main", "Periksa kotak surat Anda").await;
 
     // The confirmation mail's link opens a page; its button confirms.
@@ -195,20 +198,10 @@ async fn a_reader_subscribes_and_an_operator_retries_in_a_real_browser() {
         smtp.to("ani@redaksi.id").pop()
     })
     .await;
-    let text = mail.text();
-    let start = text.find(&format!("{public}/confirm/")).unwrap();
-    let link: String = text[start..]
-        .chars()
-        .take_while(|ch| !ch.is_whitespace())
-        .collect();
-    c.goto(&link).await.unwrap();
+    let link = link_under(&mail.text(), &public, "confirm");
+    c.goto(&format!("{public}{link}")).await.unwrap();
     assert_eq!(text_of(&c, "h1").await, "Konfirmasi langganan");
-    c.find(Locator::Css("main form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "main form button").await;
     wait_text(&c, "h1", "Langganan aktif").await;
     let (_, subs) = api.get_json("/api/v1/lists/jurnalis/subscribers").await;
     assert_eq!(subs["items"][0]["status"], "confirmed", "{subs}");
@@ -231,31 +224,11 @@ async fn a_reader_subscribes_and_an_operator_retries_in_a_real_browser() {
     // The operator: /admin asks for the token, then shows the failure with a button.
     c.goto(&format!("{public}/admin")).await.unwrap();
     assert!(c.source().await.unwrap().contains("Token API"));
-    c.find(Locator::Css("input[name=token]"))
-        .await
-        .unwrap()
-        .send_keys("salah")
-        .await
-        .unwrap();
-    c.find(Locator::Css("main form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(&c, "input[name=token]", "salah").await;
+    click(&c, "main form button").await;
     wait_text(&c, "main", "Token salah.").await;
-    c.find(Locator::Css("input[name=token]"))
-        .await
-        .unwrap()
-        .send_keys(TOKEN)
-        .await
-        .unwrap();
-    c.find(Locator::Css("main form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    type_into(&c, "input[name=token]", TOKEN).await;
+    click(&c, "main form button").await;
     wait_text(&c, "h1", "Panel operator siar").await;
     let failures = text_of(&c, "section[aria-labelledby=gagal]").await;
     assert!(
@@ -266,14 +239,13 @@ async fn a_reader_subscribes_and_an_operator_retries_in_a_real_browser() {
     assert!(partners.contains("Media Center Kalsel"), "{partners}");
     let lists = text_of(&c, "section[aria-labelledby=daftar]").await;
     assert!(lists.contains("Siaran Pers untuk Jurnalis"), "{lists}");
-    c.find(Locator::Css(&format!(
-        "section[aria-labelledby=gagal] form[action='/admin/deliveries/{failed}/retry'] button"
-    )))
-    .await
-    .unwrap()
-    .click()
-    .await
-    .unwrap();
+    click(
+        &c,
+        &format!(
+            "section[aria-labelledby=gagal] form[action='/admin/deliveries/{failed}/retry'] button"
+        ),
+    )
+    .await;
     wait_text(&c, "main", "Pengiriman dijadwalkan ulang").await;
     eventually(20, "the retried delivery to arrive", || async {
         let (_, d) = api
@@ -306,20 +278,10 @@ async fn a_reader_subscribes_and_an_operator_retries_in_a_real_browser() {
             .find(|m| m.subject().contains("Rilis Uji Nomor 2"))
     })
     .await;
-    let text = mail.text();
-    let start = text.find(&format!("{public}/unsubscribe/")).unwrap();
-    let link: String = text[start..]
-        .chars()
-        .take_while(|ch| !ch.is_whitespace())
-        .collect();
-    c.goto(&link).await.unwrap();
+    let link = link_under(&mail.text(), &public, "unsubscribe");
+    c.goto(&format!("{public}{link}")).await.unwrap();
     assert_eq!(text_of(&c, "h1").await, "Berhenti berlangganan");
-    c.find(Locator::Css("main form button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "main form button").await;
     wait_text(&c, "h1", "Anda telah berhenti berlangganan").await;
     let (_, subs) = api.get_json("/api/v1/lists/jurnalis/subscribers").await;
     assert_eq!(subs["items"][0]["status"], "unsubscribed", "{subs}");

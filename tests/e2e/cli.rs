@@ -1,23 +1,10 @@
 //! The command line: `parse` offline, `check-config`, and `release …` through the daemon.
 
-use std::process::Command;
-
 use crate::utils::*;
 
 fn siar(dir: &std::path::Path, url: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(siar_bin())
-        .args(args)
-        .current_dir(dir)
-        .env("SIAR_URL", url)
-        .env("SIAR_API_TOKEN", TOKEN)
-        .env_remove("SIAR_CONFIG")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    let (ok, out, err) = run_cli(dir, url, args);
+    (ok, String::from_utf8_lossy(&out).into_owned(), err)
 }
 
 #[test]

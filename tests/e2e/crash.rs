@@ -37,7 +37,18 @@ async fn every_acknowledged_release_survives_sigkill() {
 }
 
 /// What the partners' sink received: (partner, webhook-id) per request, in order.
-type Sink = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+/// What the partners' sink received: (partner, webhook-id).
+pub(crate) type Sink = std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>;
+
+/// Partners at `{base}/p/{partner}`, all answering 204: logs each arrival.
+pub(crate) async fn partners_sink(log: &Sink) -> String {
+    serve_local(
+        axum::Router::new()
+            .route("/p/{partner}", axum::routing::post(sink))
+            .with_state(log.clone()),
+    )
+    .await
+}
 
 async fn sink(
     axum::extract::State(log): axum::extract::State<Sink>,
@@ -62,12 +73,7 @@ async fn a_kill_mid_fan_out_loses_no_delivery() {
     const RELEASES: usize = 100;
     const CONCURRENCY: usize = 2;
     let log: Sink = Default::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = axum::Router::new()
-        .route("/p/{partner}", axum::routing::post(sink))
-        .with_state(log.clone());
-    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let base = partners_sink(&log).await;
 
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("siar.toml");
@@ -142,7 +148,6 @@ async fn a_kill_mid_fan_out_loses_no_delivery() {
         "crash mid-fan-out: {at_kill} of {total} received before the kill, {repeats} repeats after"
     );
     drop(d);
-    server.abort();
 }
 
 /// A list of 20,000: SIGKILL mid-send, restart, and count what the relay (aiosmtpd) accepted:

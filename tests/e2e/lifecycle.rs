@@ -15,9 +15,7 @@ const SECRET: (&str, &str) = (
 
 /// A partner that counts deliveries, answering after `delay`.
 async fn partner(calls: Arc<AtomicUsize>, delay: Duration) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = axum::Router::new().route(
+    serve_local(axum::Router::new().route(
         "/hook",
         axum::routing::post(move || {
             let calls = calls.clone();
@@ -27,9 +25,8 @@ async fn partner(calls: Arc<AtomicUsize>, delay: Duration) -> String {
                 "diterima"
             }
         }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    base
+    ))
+    .await
 }
 
 fn partner_config(url: &str, schedule: &str) -> String {

@@ -47,14 +47,7 @@ pub(crate) fn start(dir: &Path, cfg: &Path) -> Daemon {
 
 /// The path (`/confirm/…` or `/unsubscribe/…`) of the first link in `text` that has it.
 pub(crate) fn link_path(text: &str, kind: &str) -> String {
-    let start = text
-        .find(&format!("{PUBLIC}/{kind}/"))
-        .unwrap_or_else(|| panic!("no {kind} link in:\n{text}"));
-    let rest = &text[start + PUBLIC.len()..];
-    let end = rest
-        .find(|c: char| c.is_whitespace() || c == '>' || c == '"')
-        .unwrap_or(rest.len());
-    rest[..end].to_owned()
+    link_under(text, PUBLIC, kind)
 }
 
 pub(crate) async fn subscribe_form(d: &Daemon, address: &str) -> reqwest::Response {
@@ -335,12 +328,7 @@ async fn subscribe_confirm_receive_and_unsubscribe_in_one_click() {
         .map(|m| m.to[0].clone())
         .collect();
     assert!(!to.contains(&"ani@redaksi.id".to_owned()), "{to:?}");
-    let metrics = reqwest::get(format!("{}/metrics", d.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = d.metrics().await;
     assert!(
         metrics.contains("siar_mail_messages_total{list=\"jurnalis\",outcome=\"sent\"} 5"),
         "{metrics}"
@@ -504,23 +492,17 @@ async fn relay_faults(pipelining: bool) {
     let logs = d.logs();
     assert!(logs.contains("suppressed"), "{logs}");
     // The relay's answers, counted by class.
-    let metrics = reqwest::get(format!("{}/metrics", d.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let replies = |class: &str| -> u64 {
-        let prefix = format!("siar_smtp_replies_total{{class=\"{class}\"}} ");
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no {class} line:\n{metrics}"))
+    let metrics = d.metrics().await;
+    let replies = |class: &str| -> f64 {
+        metric(
+            &metrics,
+            &format!("siar_smtp_replies_total{{class=\"{class}\"}}"),
+        )
+        .unwrap_or_else(|| panic!("no {class} line:\n{metrics}"))
     };
-    assert_eq!(replies("2xx"), 2, "{metrics}");
-    assert_eq!(replies("5xx"), 1, "{metrics}");
-    assert!(replies("4xx") >= 2, "{metrics}");
+    assert_eq!(replies("2xx"), 2.0, "{metrics}");
+    assert_eq!(replies("5xx"), 1.0, "{metrics}");
+    assert!(replies("4xx") >= 2.0, "{metrics}");
 
     // The relay goes away; a release waits, then goes out when it is back on the same port.
     smtp.stop();
@@ -611,16 +593,7 @@ async fn a_digest_list_gets_one_mail_per_firing_and_none_when_nothing_came() {
 #[tokio::test]
 async fn list_mail_is_dkim_signed_when_a_key_is_configured() {
     let dir = tempfile::tempdir().unwrap();
-    let key = dir.path().join("dkim.pem");
-    let ok = std::process::Command::new("openssl")
-        .args(["genrsa", "-traditional", "-out"])
-        .arg(&key)
-        .arg("2048")
-        .output()
-        .unwrap()
-        .status
-        .success();
-    assert!(ok, "openssl genrsa");
+    let key = dkim_key(dir.path());
     let public = std::process::Command::new("openssl")
         .args(["rsa", "-pubout", "-outform", "DER", "-in"])
         .arg(&key)

@@ -7,7 +7,7 @@
 //! The seed is printed; `SIAR_RELIABILITY_SEED=N` replays a run.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::utils::*;
@@ -28,23 +28,6 @@ impl Rng {
     }
 }
 
-type Hooks = Arc<Mutex<Vec<(String, String)>>>;
-
-async fn hook(
-    axum::extract::State(log): axum::extract::State<Hooks>,
-    axum::extract::Path(partner): axum::extract::Path<String>,
-    headers: axum::http::HeaderMap,
-) -> axum::http::StatusCode {
-    let id = headers
-        .get("webhook-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    // `release.vN.event`: the release is the part before the first dot.
-    let release = id.split('.').next().unwrap_or_default().to_owned();
-    log.lock().unwrap().push((partner, release));
-    axum::http::StatusCode::NO_CONTENT
-}
-
 const PARTNERS: usize = 20;
 const RECIPIENTS: usize = 5_000;
 const KILLS: usize = 10;
@@ -59,13 +42,9 @@ async fn ten_seeded_kills_during_a_mixed_fan_out_lose_nothing() {
     println!("reliability seed {seed} (SIAR_RELIABILITY_SEED={seed} replays it)");
     let mut rng = Rng(seed.max(1));
 
-    let hooks: Hooks = Default::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = axum::Router::new()
-        .route("/p/{partner}", axum::routing::post(hook))
-        .with_state(hooks.clone());
-    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    // (partner, webhook-id); the id is `release.vN.event`.
+    let hooks: crate::crash::Sink = Default::default();
+    let base = crate::crash::partners_sink(&hooks).await;
     let dir = tempfile::tempdir().unwrap();
     let smtp = SmtpRecorder::start_envelopes_only(dir.path(), "relay");
     let cfg = dir.path().join("siar.toml");
@@ -178,7 +157,7 @@ async fn ten_seeded_kills_during_a_mixed_fan_out_lose_nothing() {
         let releases: BTreeSet<String> = unique
             .iter()
             .filter(|(p, _)| *p == partner)
-            .map(|(_, r)| r.clone())
+            .map(|(_, id)| id.split('.').next().unwrap().to_owned())
             .collect();
         assert_eq!(releases, stored, "partner {partner} lost releases");
     }
@@ -245,7 +224,6 @@ async fn ten_seeded_kills_during_a_mixed_fan_out_lose_nothing() {
         "{mail_repeats} mail repeats > {mail_bound}"
     );
     drop(d);
-    server.abort();
 }
 
 /// A tmpfs mounted for one test (root only), unmounted when dropped.
@@ -457,18 +435,9 @@ async fn a_relay_down_from_the_start_loses_nothing_once_it_comes_up() {
     }
     // Nobody answers: the mails wait and are retried, counted as network failures.
     eventually(20, "retries against the missing relay", || async {
-        let m = reqwest::get(format!("{}/metrics", d.url))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let n: u64 = m
-            .lines()
-            .find_map(|l| l.strip_prefix("siar_smtp_replies_total{class=\"network\"} "))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
-        (n >= 50).then_some(())
+        let m = d.metrics().await;
+        let n = metric(&m, "siar_smtp_replies_total{class=\"network\"}").unwrap_or(0.0);
+        (n >= 50.0).then_some(())
     })
     .await;
     let (s, body) = readyz(&d).await;

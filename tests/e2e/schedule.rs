@@ -39,12 +39,7 @@ async fn a_future_release_waits_then_publishes() {
         published_at >= publish_at,
         "published early: {published_at} < {publish_at}"
     );
-    let m = reqwest::get(format!("{}/metrics", d.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = d.metrics().await;
     assert!(m.contains("siar_releases_ingested_total 1\n"), "{m}");
     assert!(m.contains("siar_releases_published_total 1\n"), "{m}");
 }

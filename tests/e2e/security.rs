@@ -161,9 +161,7 @@ async fn every_api_operation_and_mutating_route_needs_the_token() {
 
 /// A partner that records what it was sent.
 async fn partner(received: Arc<Mutex<Vec<String>>>) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = axum::Router::new().route(
+    serve_local(axum::Router::new().route(
         "/hook",
         axum::routing::post(move |body: String| {
             let received = received.clone();
@@ -172,9 +170,8 @@ async fn partner(received: Arc<Mutex<Vec<String>>>) -> String {
                 "diterima"
             }
         }),
-    );
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    base
+    ))
+    .await
 }
 
 #[tokio::test]
@@ -183,16 +180,7 @@ async fn no_secret_or_token_reaches_the_logs() {
     let smtp = SmtpRecorder::start(dir.path(), "relay");
     let received = Arc::new(Mutex::new(Vec::new()));
     let base = partner(received.clone()).await;
-    let key = dir.path().join("dkim.pem");
-    let ok = std::process::Command::new("openssl")
-        .args(["genrsa", "-traditional", "-out"])
-        .arg(&key)
-        .arg("2048")
-        .output()
-        .unwrap()
-        .status
-        .success();
-    assert!(ok, "openssl genrsa");
+    let key = dkim_key(dir.path());
     let pem = std::fs::read_to_string(&key).unwrap();
     let whsec = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     let partner_token = "mitra-rahasia-8c1f2e";

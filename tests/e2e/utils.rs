@@ -165,6 +165,16 @@ impl Daemon {
         assert!(st.success());
     }
 
+    /// The daemon's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub fn client(&self) -> Api {
         Api {
             base: self.url.clone(),
@@ -405,4 +415,66 @@ impl Drop for SmtpRecorder {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The value of one series (name and labels, e.g. `siar_queue_depth{channel="list"}`) in
+/// `/metrics` text.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Serves `app` on a free port of 127.0.0.1 (for the test's lifetime); its base URL.
+pub async fn serve_local(app: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
+/// A fresh 2048-bit RSA key (PKCS#1 PEM) made by openssl, for DKIM.
+pub fn dkim_key(dir: &Path) -> PathBuf {
+    let key = dir.join("dkim.pem");
+    let ok = Command::new("openssl")
+        .args(["genrsa", "-traditional", "-out"])
+        .arg(&key)
+        .arg("2048")
+        .output()
+        .unwrap()
+        .status
+        .success();
+    assert!(ok, "openssl genrsa");
+    key
+}
+
+/// The path of the first link in `text` to `{base}/{kind}/…` (e.g. a confirmation link).
+pub fn link_under(text: &str, base: &str, kind: &str) -> String {
+    let start = text
+        .find(&format!("{base}/{kind}/"))
+        .unwrap_or_else(|| panic!("no {kind} link in:\n{text}"));
+    let rest = &text[start + base.len()..];
+    let end = rest
+        .find(|c: char| c.is_whitespace() || c == '>' || c == '"')
+        .unwrap_or(rest.len());
+    rest[..end].to_owned()
+}
+
+/// Runs the `siar` command line in `dir` against the daemon at `url`, with the token:
+/// (success, stdout, stderr).
+pub fn run_cli(dir: &Path, url: &str, args: &[&str]) -> (bool, Vec<u8>, String) {
+    let out = Command::new(siar_bin())
+        .args(args)
+        .current_dir(dir)
+        .env("SIAR_URL", url)
+        .env("SIAR_API_TOKEN", TOKEN)
+        .env_remove("SIAR_CONFIG")
+        .env_remove("SIAR_STORE_PATH")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        out.stdout,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

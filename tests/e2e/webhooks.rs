@@ -384,12 +384,7 @@ async fn partners_get_signed_deliveries_with_retries_and_isolation() {
         notice.text()
     );
     // And the metrics say so.
-    let metrics = reqwest::get(format!("{}/metrics", d.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = d.metrics().await;
     for line in [
         "siar_partner_disabled{partner=\"gone\"} 1",
         "siar_partner_disabled{partner=\"h1\"} 0",

@@ -14,6 +14,7 @@
 //! assert_eq!(tag_id(&ctx, id), format!("tag:kalselprov.go.id,2021:release/{id}"));
 //! ```
 
+pub mod histogram;
 pub mod render;
 pub mod smtp;
 pub mod webhook;

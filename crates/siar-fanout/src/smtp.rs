@@ -218,44 +218,11 @@ pub struct Relay {
     /// Messages by reply class, as [`REPLY_CLASSES`].
     replies: [std::sync::atomic::AtomicU64; 5],
     /// How long each message took with the relay (connecting included), for `/metrics`.
-    pub latency: Latency,
+    pub latency: crate::histogram::Histogram,
 }
 
 /// Upper bounds (seconds) of the send latency histogram's buckets.
 pub const LATENCY_BUCKETS: [f64; 9] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
-
-/// A cumulative latency histogram (Prometheus style), lock-free.
-#[derive(Default)]
-pub struct Latency {
-    /// Per bucket of [`LATENCY_BUCKETS`], then +Inf.
-    buckets: [std::sync::atomic::AtomicU64; 10],
-    sum_us: std::sync::atomic::AtomicU64,
-}
-
-impl Latency {
-    fn record(&self, took: Duration) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let secs = took.as_secs_f64();
-        for (b, bound) in LATENCY_BUCKETS.iter().enumerate() {
-            if secs <= *bound {
-                self.buckets[b].fetch_add(1, Relaxed);
-            }
-        }
-        self.buckets[9].fetch_add(1, Relaxed);
-        self.sum_us
-            .fetch_add(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Relaxed);
-    }
-
-    /// (upper bound, cumulative count) per bucket, the count, and the sum in seconds.
-    pub fn snapshot(&self) -> ([(f64, u64); 9], u64, f64) {
-        use std::sync::atomic::Ordering::Relaxed;
-        (
-            std::array::from_fn(|b| (LATENCY_BUCKETS[b], self.buckets[b].load(Relaxed))),
-            self.buckets[9].load(Relaxed),
-            self.sum_us.load(Relaxed) as f64 / 1e6,
-        )
-    }
-}
 
 enum Stage {
     Connect,
@@ -300,7 +267,7 @@ impl Relay {
             idle: Mutex::new(Vec::new()),
             opened: Default::default(),
             replies: Default::default(),
-            latency: Latency::default(),
+            latency: crate::histogram::Histogram::new(&LATENCY_BUCKETS),
             pipelined: Default::default(),
             cfg,
         }

@@ -222,6 +222,34 @@ impl App {
     }
 
     /// Where uploaded photos and audio live.
+    /// An operator's replay of a delivery (API, CLI or /admin): queued again, durable, and
+    /// the workers woken.
+    pub async fn retry_delivery(
+        &self,
+        id: siar_model::DeliveryId,
+        actor: &str,
+    ) -> Result<siar_model::Delivery, StoreError> {
+        let d = self.store.retry_delivery(id, actor, self.clock.now())?;
+        self.store.flush().await?;
+        info!(delivery = %id, release = %d.release_id, target = %d.target, actor, "Delivery queued again.");
+        self.deliveries_changed.notify_waiters();
+        Ok(d)
+    }
+
+    /// An operator enables a partner disabled by a 410 or by days of failures. False if no
+    /// enabled partner in the configuration has that id.
+    pub async fn enable_partner(&self, id: &str) -> Result<bool, StoreError> {
+        let enabled = match self.webhooks.get() {
+            Some(engine) => engine.enable(self, id)?,
+            None => false,
+        };
+        if enabled {
+            self.store.flush().await?;
+            self.deliveries_changed.notify_waiters();
+        }
+        Ok(enabled)
+    }
+
     pub fn media(&self) -> &MediaStore {
         &self.media
     }

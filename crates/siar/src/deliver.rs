@@ -82,8 +82,7 @@ fn reschedule_if_changed(app: &App, p: &PartnerConfig) -> siar_store::Result<()>
         info!(partner = %p.id, schedule = %p.schedule, deliveries = moved, next = %due,
               "The partner's schedule changed; its waiting deliveries follow the new one.");
     }
-    app.store.meta_put(&schedule_key(&p.id), &p.schedule)?;
-    app.store.flush_blocking()
+    app.store.meta_put(&schedule_key(&p.id), &p.schedule)
 }
 
 /// When a partner's current run of failures began; kept in the store so a restart does not
@@ -124,36 +123,30 @@ const OUTCOMES: [&str; 4] = ["delivered", "retry", "failed", "gone"];
 pub struct AttemptStats {
     pub partner: String,
     pub outcomes: [(&'static str, u64); 4],
-    /// (upper bound in seconds, cumulative count).
-    pub buckets: [(f64, u64); 9],
-    pub count: u64,
-    pub sum_secs: f64,
+    pub latency: siar_fanout::histogram::Snapshot,
 }
 
 /// Attempts by outcome and their latency, for `/metrics`.
-#[derive(Default)]
 struct PartnerStats {
     /// delivered, retry, failed, gone.
     outcomes: [std::sync::atomic::AtomicU64; 4],
-    /// Cumulative counts per bucket of `LATENCY_BUCKETS`, then +Inf.
-    buckets: [std::sync::atomic::AtomicU64; 10],
-    latency_sum_us: std::sync::atomic::AtomicU64,
+    latency: siar_fanout::histogram::Histogram,
+}
+
+impl Default for PartnerStats {
+    fn default() -> Self {
+        Self {
+            outcomes: Default::default(),
+            latency: siar_fanout::histogram::Histogram::new(&LATENCY_BUCKETS),
+        }
+    }
 }
 
 impl PartnerStats {
     fn record(&self, outcome: &str, took: Duration) {
-        use std::sync::atomic::Ordering::Relaxed;
         let i = OUTCOMES.iter().position(|o| *o == outcome).unwrap_or(3);
-        self.outcomes[i].fetch_add(1, Relaxed);
-        let secs = took.as_secs_f64();
-        for (b, bound) in LATENCY_BUCKETS.iter().enumerate() {
-            if secs <= *bound {
-                self.buckets[b].fetch_add(1, Relaxed);
-            }
-        }
-        self.buckets[9].fetch_add(1, Relaxed);
-        self.latency_sum_us
-            .fetch_add(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Relaxed);
+        self.outcomes[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.latency.record(took);
     }
 }
 
@@ -240,6 +233,8 @@ impl Engine {
                 }),
             );
         }
+        // The schedules recorded (and any deliveries re-timed) are durable before work starts.
+        app.store.flush_blocking()?;
         Ok(Self {
             partners,
             worker: format!("webhooks-{}", std::process::id()),
@@ -257,11 +252,7 @@ impl Engine {
                 AttemptStats {
                     partner: p.config.id.clone(),
                     outcomes: std::array::from_fn(|i| (OUTCOMES[i], st.outcomes[i].load(Relaxed))),
-                    buckets: std::array::from_fn(|b| {
-                        (LATENCY_BUCKETS[b], st.buckets[b].load(Relaxed))
-                    }),
-                    count: st.buckets[9].load(Relaxed),
-                    sum_secs: st.latency_sum_us.load(Relaxed) as f64 / 1e6,
+                    latency: st.latency.snapshot(),
                 }
             })
             .collect()

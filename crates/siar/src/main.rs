@@ -118,6 +118,15 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     }
 }
 
+/// The partners' secrets can be read from where the configuration says.
+fn check_secrets(config: &Config) -> anyhow::Result<()> {
+    if let Err(errors) = config.partner_secrets() {
+        let list: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
+        bail!("the partners' secrets are not usable:\n{}", list.join("\n"));
+    }
+    Ok(())
+}
+
 fn run(args: Args) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     match args.command {
@@ -133,10 +142,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
         Command::CheckConfig => {
             let config = load_config(args.config.as_deref())?;
-            if let Err(errors) = config.partner_secrets() {
-                let list: Vec<String> = errors.iter().map(|e| format!("  {e}")).collect();
-                bail!("the partners' secrets are not usable:\n{}", list.join("\n"));
-            }
+            check_secrets(&config)?;
             println!(
                 "configuration OK: listen {}, store {}, {} partner(s), {} list(s), {} upstream feed(s)",
                 config.server.listen,
@@ -230,12 +236,7 @@ async fn lifecycle_signal(
         };
         loop {
             s.recv().await;
-            let checked = load_config(config_path.as_deref()).and_then(|c| {
-                c.partner_secrets().map(drop).map_err(|errs| {
-                    let list: Vec<String> = errs.iter().map(|e| format!("  {e}")).collect();
-                    anyhow::anyhow!("the partners' secrets are not usable:\n{}", list.join("\n"))
-                })
-            });
+            let checked = load_config(config_path.as_deref()).and_then(|c| check_secrets(&c));
             match checked {
                 Ok(()) => {
                     tracing::info!("SIGHUP: the configuration is valid; restarting in place to load it (queued deliveries stay queued).");

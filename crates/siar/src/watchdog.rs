@@ -17,7 +17,7 @@ use tracing::{error, info, warn};
 use crate::app::App;
 
 /// How often the store is checked.
-pub const EVERY: Duration = Duration::from_secs(2);
+pub const EVERY: Duration = Duration::from_secs(5);
 
 /// Whether the filesystem at `dir` takes a small synced write (and removal) right now.
 fn filesystem_writable(dir: &Path) -> bool {

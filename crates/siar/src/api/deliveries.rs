@@ -192,10 +192,7 @@ pub async fn retry(
         Some("cli") => "cli",
         _ => "api",
     };
-    let d = app.store.retry_delivery(id, actor, app.clock.now())?;
-    app.store.flush().await?;
-    tracing::info!(delivery = %id, release = %d.release_id, target = %d.target, actor, "Delivery queued again.");
-    Ok(Json(d))
+    Ok(Json(app.retry_delivery(id, actor).await?))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -242,18 +239,12 @@ pub async fn enable_partner(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
 ) -> Result<axum::http::StatusCode, ApiError> {
-    let enabled = match app.webhooks.get() {
-        Some(engine) => engine.enable(&app, &id)?,
-        None => false,
-    };
-    if !enabled {
+    if !app.enable_partner(&id).await? {
         return Err(ApiError::not_found(format!(
             "no enabled partner `{}` in the configuration",
             id.chars().take(80).collect::<String>()
         )));
     }
-    app.store.flush().await?;
-    app.deliveries_changed.notify_waiters();
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 

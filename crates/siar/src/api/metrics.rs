@@ -26,6 +26,22 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
+/// The series of one histogram; `labels` is empty or ends with a comma (`partner="p1",`).
+fn histogram(out: &mut String, name: &str, labels: &str, h: &siar_fanout::histogram::Snapshot) {
+    for (le, n) in h.buckets {
+        let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{le}\"}} {n}");
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {}", h.count);
+    let labels = labels.trim_end_matches(',');
+    let braces = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    let _ = writeln!(out, "{name}_sum{braces} {}", h.sum_secs);
+    let _ = writeln!(out, "{name}_count{braces} {}", h.count);
+}
+
 /// The metrics, rendered on each scrape from the engines' state and counters.
 pub async fn metrics(State(app): State<Arc<App>>) -> Response {
     let mut out = String::with_capacity(4096);
@@ -93,27 +109,12 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
             "How long webhook attempts took.",
         );
         for st in &stats {
-            let p = label(&st.partner);
-            for (le, n) in st.buckets {
-                let _ = writeln!(
-                    out,
-                    "siar_webhook_attempt_seconds_bucket{{partner=\"{p}\",le=\"{le}\"}} {n}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "siar_webhook_attempt_seconds_bucket{{partner=\"{p}\",le=\"+Inf\"}} {}",
-                st.count
-            );
-            let _ = writeln!(
-                out,
-                "siar_webhook_attempt_seconds_sum{{partner=\"{p}\"}} {}",
-                st.sum_secs
-            );
-            let _ = writeln!(
-                out,
-                "siar_webhook_attempt_seconds_count{{partner=\"{p}\"}} {}",
-                st.count
+            let labels = format!("partner=\"{}\",", label(&st.partner));
+            histogram(
+                &mut out,
+                "siar_webhook_attempt_seconds",
+                &labels,
+                &st.latency,
             );
         }
         match engine.status(&app) {
@@ -220,13 +221,12 @@ pub async fn metrics(State(app): State<Arc<App>>) -> Response {
             "histogram",
             "How long each message took with the relay (a new session's connection included).",
         );
-        let (buckets, count, sum) = mail.relay.latency.snapshot();
-        for (le, n) in buckets {
-            let _ = writeln!(out, "siar_smtp_send_seconds_bucket{{le=\"{le}\"}} {n}");
-        }
-        let _ = writeln!(out, "siar_smtp_send_seconds_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "siar_smtp_send_seconds_sum {sum}");
-        let _ = writeln!(out, "siar_smtp_send_seconds_count {count}");
+        histogram(
+            &mut out,
+            "siar_smtp_send_seconds",
+            "",
+            &mail.relay.latency.snapshot(),
+        );
         family(
             &mut out,
             "siar_mail_confirmations_sent_total",
@@ -304,37 +304,36 @@ fn queue_families(out: &mut String, app: &App, now: chrono::DateTime<chrono::Utc
             Err(e) => tracing::warn!(error = %e, "Could not read a queue for /metrics."),
         }
     }
-    family(
-        out,
-        "siar_queue_depth",
-        "gauge",
-        "Deliveries waiting or in flight, by channel.",
-    );
-    for (channel, s) in &rows {
-        let _ = writeln!(out, "siar_queue_depth{{channel=\"{channel}\"}} {}", s.depth);
-    }
-    family(
-        out,
-        "siar_queue_due",
-        "gauge",
-        "Of those, deliveries due now (in flight included), by channel.",
-    );
-    for (channel, s) in &rows {
-        let _ = writeln!(out, "siar_queue_due{{channel=\"{channel}\"}} {}", s.due_now);
-    }
-    family(
-        out,
-        "siar_queue_oldest_due_seconds",
-        "gauge",
-        "How long the earliest delivery due has been waiting, by channel (0: none overdue).",
-    );
-    for (channel, s) in &rows {
-        let age = s.oldest_due.map_or(0.0, |t| {
-            ((now - t).num_milliseconds().max(0) as f64) / 1000.0
-        });
-        let _ = writeln!(
-            out,
-            "siar_queue_oldest_due_seconds{{channel=\"{channel}\"}} {age}"
-        );
+    // Per channel: depth, due now, age of the oldest due (seconds).
+    let values: Vec<(&str, [f64; 3])> = rows
+        .iter()
+        .map(|(channel, s)| {
+            let age = s.oldest_due.map_or(0.0, |t| {
+                ((now - t).num_milliseconds().max(0) as f64) / 1000.0
+            });
+            (*channel, [s.depth as f64, s.due_now as f64, age])
+        })
+        .collect();
+    for (i, (name, help)) in [
+        (
+            "siar_queue_depth",
+            "Deliveries waiting or in flight, by channel.",
+        ),
+        (
+            "siar_queue_due",
+            "Of those, deliveries due now (in flight included), by channel.",
+        ),
+        (
+            "siar_queue_oldest_due_seconds",
+            "How long the earliest delivery due has been waiting, by channel (0: none overdue).",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        family(out, name, "gauge", help);
+        for (channel, v) in &values {
+            let _ = writeln!(out, "{name}{{channel=\"{channel}\"}} {}", v[i]);
+        }
     }
 }

@@ -508,18 +508,8 @@ pub async fn retry(
     let Ok(id) = id.parse::<DeliveryId>() else {
         return Redirect::to("/admin?pesan=tidak-ditemukan").into_response();
     };
-    let outcome = match app.store.retry_delivery(id, "admin", app.clock.now()) {
-        Ok(d) => match app.store.flush().await {
-            Ok(()) => {
-                tracing::info!(delivery = %id, target = %d.target, actor = "admin", "Delivery queued again.");
-                app.deliveries_changed.notify_waiters();
-                "dikirim-ulang"
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "Could not flush a retried delivery.");
-                "gagal"
-            }
-        },
+    let outcome = match app.retry_delivery(id, "admin").await {
+        Ok(_) => "dikirim-ulang",
         Err(siar_store::StoreError::DeliveryNotFound(_) | siar_store::StoreError::Conflict(_)) => {
             "tidak-ditemukan"
         }
@@ -541,16 +531,10 @@ pub async fn enable(
     if let Some(r) = refusal(&app, &headers, &form) {
         return r;
     }
-    let outcome = match app.webhooks.get().map(|e| e.enable(&app, &id)) {
-        Some(Ok(true)) => match app.store.flush().await {
-            Ok(()) => {
-                app.deliveries_changed.notify_waiters();
-                "diaktifkan"
-            }
-            Err(_) => "gagal",
-        },
-        Some(Ok(false)) | None => "tidak-ditemukan",
-        Some(Err(e)) => {
+    let outcome = match app.enable_partner(&id).await {
+        Ok(true) => "diaktifkan",
+        Ok(false) => "tidak-ditemukan",
+        Err(e) => {
             tracing::error!(partner = %id, error = %e, "Could not enable a partner from /admin.");
             "gagal"
         }
