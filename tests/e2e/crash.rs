@@ -138,8 +138,9 @@ async fn a_kill_mid_fan_out_loses_no_delivery() {
         assert_eq!(releases, acked, "partner {partner} is missing releases");
     }
     let repeats = got.len() - unique.len();
-    // In flight at the kill: at most one claimed batch per partner (siar::deliver::BATCH).
-    let bound = PARTNERS * siar::deliver::BATCH;
+    // In flight at the kill: per partner, the batch being sent and the one before it, settled
+    // but maybe not yet on disk (siar::deliver::IN_FLIGHT_BOUND).
+    let bound = PARTNERS * siar::deliver::IN_FLIGHT_BOUND;
     assert!(
         repeats <= bound,
         "{repeats} repeats; at most {bound} deliveries can have been in flight"

@@ -204,7 +204,7 @@ async fn ten_seeded_kills_during_a_mixed_fan_out_lose_nothing() {
 
     // Repeats: only what can have been in flight at each kill.
     let hook_repeats = got.len() - unique.len();
-    let hook_bound = KILLS * PARTNERS * siar::deliver::BATCH;
+    let hook_bound = KILLS * PARTNERS * siar::deliver::IN_FLIGHT_BOUND;
     let mail_repeats = mails.len() - mail_unique.len();
     let mail_bound = KILLS * (2 * MAX_CONNECTIONS + 2 * siar::mail::SETTLE_BATCH);
     println!(

@@ -48,7 +48,9 @@ async fn the_api_holds_to_its_openapi_document_under_generated_requests() {
                 "--checks",
                 "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,response_headers_conformance",
             ])
-            .args(["--max-examples", "12", "--seed", "20261129", "--workers", "2"])
+            // One worker: CPython's ast module is not thread-safe ("AST constructor recursion
+            // depth mismatch" under two workers on a loaded machine).
+            .args(["--max-examples", "12", "--seed", "20261129", "--workers", "1"])
             .env("NO_COLOR", "1")
             .output()
             .expect("schemathesis (pip install schemathesis; scripts/test does)")

@@ -371,6 +371,8 @@ pub fn client(allow_private: bool, user_agent: &str) -> reqwest::Result<reqwest:
     let mut b = reqwest::Client::builder()
         .user_agent(user_agent)
         .redirect(reqwest::redirect::Policy::none())
+        // Answers are read only for the attempt log: no decompression on the way.
+        .no_gzip()
         .no_proxy()
         .connect_timeout(Duration::from_secs(10))
         .pool_idle_timeout(Duration::from_secs(60));

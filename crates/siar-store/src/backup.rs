@@ -151,9 +151,18 @@ impl Store {
             let _all_writes_wait = self.gate.write();
             for (name, tree) in self.data_trees() {
                 let mut n = 0;
-                for kv in tree.iter() {
-                    let (k, v) =
-                        kv.map_err(StoreError::storage("reading the store for a backup"))?;
+                // The outbox as it stands: the tree with the journal's writes over it (the
+                // gate keeps both still).
+                let entries: Box<dyn Iterator<Item = Result<(sled::IVec, sled::IVec)>>> =
+                    if name == "outbox" {
+                        Box::new(self.journal.prefix(b""))
+                    } else {
+                        Box::new(tree.iter().map(|kv| {
+                            kv.map_err(StoreError::storage("reading the store for a backup"))
+                        }))
+                    };
+                for kv in entries {
+                    let (k, v) = kv?;
                     w.line(&Line::Record {
                         tree: name.into(),
                         key: b64().encode(&k),
@@ -207,6 +216,7 @@ impl Store {
     /// its files into `media`. A backup that is truncated, altered or not a siar backup is
     /// refused before anything is written. Flushed before it returns.
     pub fn import(&self, backup: &Path, media: &MediaStore) -> Result<BackupSummary> {
+        self.journal.drain()?;
         let existing = self.user_records()?;
         if existing > 0 {
             return Err(StoreError::Conflict(format!(

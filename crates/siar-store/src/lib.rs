@@ -25,6 +25,7 @@
 
 mod backup;
 mod flusher;
+mod journal;
 mod keys;
 pub mod mail;
 mod media;
@@ -92,6 +93,13 @@ pub struct Store {
     outbox: sled::Tree,
     /// Audit entries keyed by time (ms) and a sequence number, so in order.
     audit: sled::Tree,
+    /// Outbox writes not yet drained into `outbox` (see `journal`); every outbox read
+    /// consults it first.
+    journal: std::sync::Arc<journal::Journal>,
+    /// The journal's records, by number.
+    journal_log: sled::Tree,
+    /// Drains the journal in the background; stopped with the last handle.
+    _drainer: std::sync::Arc<journal::Drainer>,
     /// Undo records of staged writes in progress (see `staged`).
     intents: sled::Tree,
     /// Subscribers, suppressions and mail send jobs (see [`mail`]).
@@ -101,6 +109,9 @@ pub struct Store {
     /// Serialises the steps that read a release's deliveries outside their transaction
     /// (publish, correct, retract), so two of them cannot plan from the same stale list.
     writer: std::sync::Arc<std::sync::Mutex<()>>,
+    /// The leases on claimed deliveries, in memory only (see [`outbox`]): a lease dies with
+    /// the process that holds it, and what it held is simply due again.
+    leases: std::sync::Arc<parking_lot::Mutex<outbox::Leases>>,
     /// Write steps hold it shared, an export exclusively (see `backup`).
     gate: std::sync::Arc<parking_lot::RwLock<()>>,
     /// Group commit for [`Store::flush`]; shared by all clones, stopped with the last one.
@@ -126,16 +137,31 @@ impl Store {
             db.open_tree(name)
                 .map_err(StoreError::storage("opening a tree"))
         };
+        let outbox = tree("outbox")?;
+        let journal_log = tree("journal")?;
+        let gate: std::sync::Arc<parking_lot::RwLock<()>> = Default::default();
+        let journal = std::sync::Arc::new(journal::Journal::new(&db, &outbox, &journal_log, &gate));
+        let drainer =
+            std::sync::Arc::new(journal::Drainer::start(journal.clone()).map_err(|e| {
+                StoreError::Storage {
+                    op: "starting the journal thread",
+                    message: e.to_string(),
+                }
+            })?);
         let store = Self {
             releases: tree("releases")?,
             docs: tree("docs")?,
-            outbox: tree("outbox")?,
+            outbox,
+            journal,
+            journal_log,
+            _drainer: drainer,
             audit: tree("audit")?,
             intents: tree("intents")?,
             mail: tree("mail")?,
             subscribers_lock: Default::default(),
             writer: Default::default(),
-            gate: Default::default(),
+            leases: Default::default(),
+            gate,
             flusher: std::sync::Arc::new(flusher::Flusher::start(db.clone()).map_err(|e| {
                 StoreError::Storage {
                     op: "starting the flusher thread",
@@ -145,6 +171,9 @@ impl Store {
             db,
         };
         let undone = store.roll_back_unfinished()?;
+        if store.journal.replay()? > 0 {
+            store.flush_blocking()?;
+        }
         store.index_partners()?;
         if undone > 0 {
             tracing::warn!(

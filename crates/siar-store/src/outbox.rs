@@ -6,17 +6,24 @@
 //!   corrects or retracts the release that causes them (see `releases`), so a crash can
 //!   never leave a published release with no deliveries, or deliveries for an unpublished one.
 //! - **Nothing lost.** A delivery leaves the due index only when it is settled: delivered,
-//!   failed for good, or superseded. Claiming leaves it where it is (a claim costs no index
-//!   writes); claims skip it while its lease lives. A worker that dies holding a lease
-//!   therefore loses nothing: when the lease ends the next claim takes it.
+//!   failed for good, or superseded. Claiming writes nothing: a claim is a lease held in
+//!   memory, and claims skip a delivery while its lease lives. A worker that dies holding a
+//!   lease therefore loses nothing: when the lease ends (or the process with it) the next
+//!   claim takes the delivery, which is still pending on disk.
 //! - **Few duplicates.** Only the holder of the current lease token may settle a delivery. A
 //!   delivery is sent twice only if a lease ended before its holder settled it (a crash, a hung
 //!   send): the in-flight bound. Every attempt carries the delivery's stable id so receivers can
 //!   drop such repeats.
 //! - **Never early.** `due_at` is never before the release's `publish_at`.
-//! - **No worker is alone.** Claims are transactions on the delivery record, so any number of
-//!   workers (tasks or, on a shared engine, processes) may claim concurrently; a claim that
-//!   loses the race simply skips the delivery.
+//! - **Settling is one batch.** The lease holder is the only writer of a leased delivery (an
+//!   operator's retry, a correction superseding what waits, a schedule change: each looks at
+//!   the leases while it writes, and leaves leased deliveries alone), so a batch of
+//!   settlements is one atomic sled batch on the outbox tree, with no transaction.
+//!
+//! The store only ever has one process (sled locks its directory), so leases in memory
+//! are all the leases there are. A crash forgets them, which is what recovering them at
+//! start-up used to do; stores written before leases moved to memory may still hold
+//! `in_flight` records, which [`Store::recover_in_flight`] makes due again.
 //!
 //! ## Key layout (`outbox` tree)
 //!
@@ -71,6 +78,33 @@ pub struct QueueStats {
     pub oldest_due: Option<DateTime<Utc>>,
 }
 
+/// The leases on claimed deliveries, by delivery.
+pub(crate) type Leases = std::collections::HashMap<DeliveryId, Lease>;
+
+/// Whether a delivery as stored may be claimed at `now`: pending and due, or (a store
+/// from before leases moved to memory) in flight under a lease that ended.
+fn claimable(d: &Delivery, now: DateTime<Utc>) -> bool {
+    match d.status {
+        DeliveryStatus::Pending => d.due_at <= now,
+        DeliveryStatus::InFlight => d.lease.as_ref().is_none_or(|l| l.until <= now),
+        _ => false,
+    }
+}
+
+/// `d` as stored, seen with the lease on it (if any): in flight, the attempt counted.
+fn with_lease(mut d: Delivery, leases: &Leases) -> Delivery {
+    if let Some(l) = leases.get(&d.id) {
+        if matches!(d.status, DeliveryStatus::Pending | DeliveryStatus::InFlight) {
+            if d.status == DeliveryStatus::Pending {
+                d.attempts = d.attempts.saturating_add(1);
+            }
+            d.status = DeliveryStatus::InFlight;
+            d.lease = Some(l.clone());
+        }
+    }
+    d
+}
+
 /// Records one delivery unless the same (release, version, event, target) is already owed.
 pub(crate) fn enqueue_in(
     tx: &Tx<'_>,
@@ -107,9 +141,8 @@ pub(crate) fn enqueue_in(
 
 impl Store {
     /// Claims up to `max` deliveries of `queue` that are due at `now` (pending with `due_at`
-    /// passed, or in flight with an ended lease), leasing each to `worker` for `lease_for`.
-    /// `accept` may turn a delivery down (e.g. its partner already has one in flight); it
-    /// stays due.
+    /// passed and no live lease), leasing each to `worker` for `lease_for`. `accept` may turn
+    /// a delivery down (e.g. its partner already has one in flight); it stays due.
     pub fn claim(
         &self,
         queue: Queue,
@@ -119,59 +152,12 @@ impl Store {
         worker: &str,
         accept: &mut dyn FnMut(&Delivery) -> bool,
     ) -> Result<Vec<Claim>> {
-        let prefix = keys::due_prefix(queue);
-        let mut end = prefix.clone();
-        end.extend_from_slice(&keys::ms(now));
-        end.extend_from_slice(&[0xFF; 16]);
-        let mut claims = Vec::new();
-        for k in self.outbox.range(prefix..=end).keys() {
-            if claims.len() >= max {
-                break;
-            }
-            let k = k.map_err(StoreError::storage("scanning due deliveries"))?;
-            let Some(id) = keys::trailing_delivery(&k) else {
-                continue;
-            };
-            let Some(peek) = self.delivery(id)? else {
-                continue;
-            };
-            if !accept(&peek) {
-                continue;
-            }
-            let token = ulid::Ulid::new().to_string();
-            let claimed = self.atomically("claiming a delivery", |tx| {
-                let Some(d) = tx.delivery(id)? else {
-                    return Ok(None);
-                };
-                let claimable = match d.status {
-                    DeliveryStatus::Pending => d.due_at <= now,
-                    DeliveryStatus::InFlight => d.lease.as_ref().is_none_or(|l| l.until <= now),
-                    _ => false,
-                };
-                if !claimable {
-                    return Ok(None);
-                }
-                let lease = Lease {
-                    token: token.clone(),
-                    worker: worker.to_owned(),
-                    until: now + lease_for,
-                };
-                let mut n = d.clone();
-                n.status = DeliveryStatus::InFlight;
-                n.lease = Some(lease.clone());
-                n.attempts += 1;
-                n.updated_at = now;
-                tx.put_delivery(Some(&d), &n)?;
-                Ok(Some(Claim { delivery: n, lease }))
-            })?;
-            claims.extend(claimed);
-        }
-        Ok(claims)
+        self.claim_from(keys::due_prefix(queue), now, lease_for, max, worker, accept)
     }
 
     /// Claims up to `max` webhook deliveries of `partner` that are due at `now`, oldest due
-    /// first, in one atomic step, leasing each to `worker` for `lease_for`. A partner's
-    /// worker reads only its own index entries, however long the other partners' queues are.
+    /// first, leasing each to `worker` for `lease_for`. A partner's worker reads only its own
+    /// index entries, however long the other partners' queues are.
     pub fn claim_partner(
         &self,
         partner: &str,
@@ -180,59 +166,73 @@ impl Store {
         max: usize,
         worker: &str,
     ) -> Result<Vec<Claim>> {
-        let prefix = keys::partner_due_prefix(partner);
+        self.claim_from(
+            keys::partner_due_prefix(partner),
+            now,
+            lease_for,
+            max,
+            worker,
+            &mut |_| true,
+        )
+    }
+
+    /// Claims from the due index under `prefix` (keys end with the due time and the id).
+    fn claim_from(
+        &self,
+        prefix: Vec<u8>,
+        now: DateTime<Utc>,
+        lease_for: Duration,
+        max: usize,
+        worker: &str,
+        accept: &mut dyn FnMut(&Delivery) -> bool,
+    ) -> Result<Vec<Claim>> {
         let mut end = prefix.clone();
         end.extend_from_slice(&keys::ms(now));
         end.extend_from_slice(&[0xFF; 16]);
-        let mut ids = Vec::new();
-        for k in self.outbox.range(prefix..=end).keys().take(max) {
-            let k = k.map_err(StoreError::storage("scanning due deliveries"))?;
-            ids.extend(keys::trailing_delivery(&k));
-        }
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
         let token = ulid::Ulid::new().to_string();
-        self.atomically("claiming deliveries", |tx| {
-            let mut claims = Vec::new();
-            for (i, id) in ids.iter().enumerate() {
-                let Some(d) = tx.delivery(*id)? else {
-                    continue;
-                };
-                let claimable = match d.status {
-                    DeliveryStatus::Pending => d.due_at <= now,
-                    DeliveryStatus::InFlight => d.lease.as_ref().is_none_or(|l| l.until <= now),
-                    _ => false,
-                };
-                if !claimable {
-                    continue;
-                }
-                let lease = Lease {
-                    token: format!("{token}-{i}"),
-                    worker: worker.to_owned(),
-                    until: now + lease_for,
-                };
-                let mut n = d.clone();
-                n.status = DeliveryStatus::InFlight;
-                n.lease = Some(lease.clone());
-                n.attempts += 1;
-                n.updated_at = now;
-                tx.put_delivery(Some(&d), &n)?;
-                claims.push(Claim { delivery: n, lease });
+        let mut leases = self.leases.lock();
+        let mut claims = Vec::new();
+        for kv in self.journal.range(prefix, std::ops::Bound::Included(end)) {
+            if claims.len() >= max {
+                break;
             }
-            Ok(claims)
-        })
+            let (k, _) = kv?;
+            let Some(id) = keys::trailing_delivery(&k) else {
+                continue;
+            };
+            if leases.get(&id).is_some_and(|l| l.until > now) {
+                continue;
+            }
+            let Some(d) = self.stored_delivery(id)? else {
+                continue;
+            };
+            if !claimable(&d, now) || !accept(&d) {
+                continue;
+            }
+            let lease = Lease {
+                token: format!("{token}-{}", claims.len()),
+                worker: worker.to_owned(),
+                until: now + lease_for,
+            };
+            leases.insert(id, lease.clone());
+            let mut n = d;
+            n.status = DeliveryStatus::InFlight;
+            n.lease = Some(lease.clone());
+            n.attempts += 1;
+            n.updated_at = now;
+            claims.push(Claim { delivery: n, lease });
+        }
+        Ok(claims)
     }
 
     /// When `partner`'s earliest delivery waiting or in flight was due, if it has any.
     pub fn next_due_for_partner(&self, partner: &str) -> Result<Option<DateTime<Utc>>> {
         let first = self
-            .outbox
-            .scan_prefix(keys::partner_due_prefix(partner))
-            .keys()
+            .journal
+            .prefix(&keys::partner_due_prefix(partner))
             .next()
-            .transpose()
-            .map_err(StoreError::storage("reading a partner's queue"))?;
+            .transpose()?
+            .map(|(k, _)| k);
         Ok(first.and_then(|k| {
             let p = keys::partner_due_prefix(partner).len();
             let ms = u64::from_be_bytes(k.get(p..p + 8)?.try_into().ok()?);
@@ -248,6 +248,12 @@ impl Store {
         due_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<usize> {
+        // Leased deliveries are being attempted: their holders settle them. Held with the
+        // writer lock, nothing else writes this partner's deliveries meanwhile, so the
+        // transactions below see them all in the tree once the journal is drained.
+        let _writer = self.writer.lock();
+        let leases = self.leases.lock();
+        self.journal.drain()?;
         let mut ids = Vec::new();
         for k in self
             .outbox
@@ -260,6 +266,9 @@ impl Store {
         let due_at = due_at.max(now);
         let mut moved = 0;
         for id in ids {
+            if leases.contains_key(&id) {
+                continue;
+            }
             moved += usize::from(self.atomically("rescheduling a delivery", |tx| {
                 let Some(d) = tx.delivery(id)? else {
                     return Ok(false);
@@ -280,12 +289,8 @@ impl Store {
     /// How many deliveries `partner` has waiting or in flight.
     pub fn partner_queue_depth(&self, partner: &str) -> Result<usize> {
         let mut n = 0;
-        for k in self
-            .outbox
-            .scan_prefix(keys::partner_due_prefix(partner))
-            .keys()
-        {
-            k.map_err(StoreError::storage("reading a partner's queue"))?;
+        for kv in self.journal.prefix(&keys::partner_due_prefix(partner)) {
+            kv?;
             n += 1;
         }
         Ok(n)
@@ -310,9 +315,9 @@ impl Store {
         self.flush_blocking()
     }
 
-    /// Settles many claims in one atomic step, each with its attempt log entry. A claim whose
-    /// lease was lost (it ended and someone else claimed the delivery) is skipped: its result
-    /// is `Err(LeaseLost)`.
+    /// Settles many claims in one atomic step (one sled batch), each with its attempt log
+    /// entry. A claim whose lease was lost (it ended and someone else claimed the delivery,
+    /// or the delivery was settled) is skipped: its result is `Err(LeaseLost)`.
     pub fn settle_many(
         &self,
         items: &[(Claim, Settlement, Option<Attempt>)],
@@ -321,62 +326,64 @@ impl Store {
         if items.is_empty() {
             return Ok(Vec::new());
         }
-        self.atomically("settling deliveries", |tx| {
-            let mut out = Vec::with_capacity(items.len());
-            for (claim, how, attempt) in items {
-                let id = claim.delivery.id;
-                let Some(d) = tx.delivery(id)? else {
-                    out.push(Err(StoreError::DeliveryNotFound(id)));
-                    continue;
-                };
-                let held = d.status == DeliveryStatus::InFlight
-                    && d.lease.as_ref().map(|l| &l.token) == Some(&claim.lease.token);
-                if !held {
-                    out.push(Err(StoreError::LeaseLost(id)));
-                    continue;
-                }
-                let mut n = d.clone();
-                n.lease = None;
-                n.updated_at = now;
-                match how {
-                    Settlement::Delivered => {
-                        n.status = DeliveryStatus::Delivered;
-                        n.delivered_at = Some(now);
-                        n.last_error = None;
-                    }
-                    Settlement::RetryAt(at, error) => {
-                        n.status = DeliveryStatus::Pending;
-                        n.due_at = (*at).max(now);
-                        n.last_error = Some(error.clone());
-                    }
-                    Settlement::Failed(error) => {
-                        n.status = DeliveryStatus::Failed;
-                        n.last_error = Some(error.clone());
-                    }
-                    Settlement::Release => {
-                        n.status = DeliveryStatus::Pending;
-                        n.due_at = now;
-                        n.attempts = n.attempts.saturating_sub(1);
-                    }
-                }
-                tx.put_delivery(Some(&d), &n)?;
-                if let Some(a) = attempt {
-                    tx.out
-                        .insert(keys::attempt(id, a.number), crate::encode(a))?;
-                }
-                out.push(Ok(n));
+        let mut leases = self.leases.lock();
+        let mut writes = Vec::with_capacity(items.len() * 7);
+        let mut settled = std::collections::HashSet::new();
+        let mut out = Vec::with_capacity(items.len());
+        for (claim, how, attempt) in items {
+            let id = claim.delivery.id;
+            let held = leases
+                .get(&id)
+                .is_some_and(|l| l.token == claim.lease.token);
+            if !held || !settled.insert(id) {
+                out.push(Err(StoreError::LeaseLost(id)));
+                continue;
             }
-            Ok(out)
-        })
+            let Some(d) = self.stored_delivery(id)? else {
+                out.push(Err(StoreError::DeliveryNotFound(id)));
+                continue;
+            };
+            let mut n = d.clone();
+            n.lease = None;
+            n.updated_at = now;
+            n.attempts = claim.delivery.attempts;
+            match how {
+                Settlement::Delivered => {
+                    n.status = DeliveryStatus::Delivered;
+                    n.delivered_at = Some(now);
+                    n.last_error = None;
+                }
+                Settlement::RetryAt(at, error) => {
+                    n.status = DeliveryStatus::Pending;
+                    n.due_at = (*at).max(now);
+                    n.last_error = Some(error.clone());
+                }
+                Settlement::Failed(error) => {
+                    n.status = DeliveryStatus::Failed;
+                    n.last_error = Some(error.clone());
+                }
+                Settlement::Release => {
+                    n.status = DeliveryStatus::Pending;
+                    n.due_at = now;
+                    n.attempts = claim.delivery.attempts.saturating_sub(1);
+                }
+            }
+            writes.extend(crate::tx::delivery_writes(Some(&d), &n));
+            if let Some(a) = attempt {
+                writes.push((keys::attempt(id, a.number), Some(crate::encode(a))));
+            }
+            out.push(Ok(n));
+        }
+        self.journal.write(writes)?;
+        for d in out.iter().flatten() {
+            leases.remove(&d.id);
+        }
+        Ok(out)
     }
 
     /// Settles a claim as delivered.
     pub fn complete(&self, claim: &Claim, now: DateTime<Utc>) -> Result<Delivery> {
-        self.settle(claim, now, |d| {
-            d.status = DeliveryStatus::Delivered;
-            d.delivered_at = Some(now);
-            d.last_error = None;
-        })
+        self.settle(claim, Settlement::Delivered, now)
     }
 
     /// Gives a claim back to be tried again at `at`, noting why it failed this time.
@@ -387,59 +394,30 @@ impl Store {
         error: &str,
         now: DateTime<Utc>,
     ) -> Result<Delivery> {
-        self.settle(claim, now, |d| {
-            d.status = DeliveryStatus::Pending;
-            d.due_at = at.max(now);
-            d.last_error = Some(error.to_owned());
-        })
+        self.settle(claim, Settlement::RetryAt(at, error.to_owned()), now)
     }
 
     /// Settles a claim as failed for good; an operator can replay it with
     /// [`Store::retry_delivery`].
     pub fn fail(&self, claim: &Claim, error: &str, now: DateTime<Utc>) -> Result<Delivery> {
-        self.settle(claim, now, |d| {
-            d.status = DeliveryStatus::Failed;
-            d.last_error = Some(error.to_owned());
-        })
+        self.settle(claim, Settlement::Failed(error.to_owned()), now)
     }
 
     /// Hands a claim back untried (shutdown): due again at once, the attempt not counted.
     pub fn release_claim(&self, claim: &Claim, now: DateTime<Utc>) -> Result<Delivery> {
-        self.settle(claim, now, |d| {
-            d.status = DeliveryStatus::Pending;
-            d.due_at = now;
-            d.attempts = d.attempts.saturating_sub(1);
-        })
+        self.settle(claim, Settlement::Release, now)
     }
 
-    fn settle(
-        &self,
-        claim: &Claim,
-        now: DateTime<Utc>,
-        f: impl Fn(&mut Delivery),
-    ) -> Result<Delivery> {
-        let id = claim.delivery.id;
-        self.atomically("settling a delivery", |tx| {
-            let Some(d) = tx.delivery(id)? else {
-                return abort(StoreError::DeliveryNotFound(id));
-            };
-            let held = d.status == DeliveryStatus::InFlight
-                && d.lease.as_ref().map(|l| &l.token) == Some(&claim.lease.token);
-            if !held {
-                return abort(StoreError::LeaseLost(id));
-            }
-            let mut n = d.clone();
-            n.lease = None;
-            n.updated_at = now;
-            f(&mut n);
-            tx.put_delivery(Some(&d), &n)?;
-            Ok(n)
-        })
+    fn settle(&self, claim: &Claim, how: Settlement, now: DateTime<Utc>) -> Result<Delivery> {
+        self.settle_many(&[(claim.clone(), how, None)], now)?
+            .pop()
+            .unwrap_or(Err(StoreError::LeaseLost(claim.delivery.id)))
     }
 
     /// At start-up, when no worker of this store can still be running: every in-flight
     /// delivery is due again at once. Returns how many there were.
     pub fn recover_in_flight(&self, now: DateTime<Utc>) -> Result<usize> {
+        self.journal.drain()?;
         let ids = self.ids_with_status(DeliveryStatus::InFlight, usize::MAX, None)?;
         let mut n = 0;
         for id in ids {
@@ -470,11 +448,15 @@ impl Store {
         actor: &str,
         now: DateTime<Utc>,
     ) -> Result<Delivery> {
+        let leases = self.leases.lock();
+        // The transaction reads the tree: the journal goes there first. Under the lease lock
+        // nothing else writes this delivery meanwhile.
+        self.journal.drain()?;
         self.atomically("retrying a delivery", |tx| {
             let Some(d) = tx.delivery(id)? else {
                 return abort(StoreError::DeliveryNotFound(id));
             };
-            if d.status == DeliveryStatus::InFlight {
+            if d.status == DeliveryStatus::InFlight || leases.contains_key(&id) {
                 return abort(StoreError::Conflict(format!(
                     "delivery {id} is being attempted right now"
                 )));
@@ -497,39 +479,44 @@ impl Store {
 
     /// Adds an attempt to a delivery's log.
     pub fn record_attempt(&self, id: DeliveryId, attempt: &Attempt) -> Result<()> {
-        let _gate = self.write_gate();
-        self.outbox
-            .insert(keys::attempt(id, attempt.number), crate::encode(attempt))
-            .map_err(StoreError::storage("recording an attempt"))?;
-        Ok(())
+        self.journal.write(vec![(
+            keys::attempt(id, attempt.number),
+            Some(crate::encode(attempt)),
+        )])
     }
 
     /// A delivery's attempts, first first.
     pub fn attempts(&self, id: DeliveryId) -> Result<Vec<Attempt>> {
-        self.outbox
-            .scan_prefix(keys::attempts_prefix(id))
-            .values()
-            .map(|v| {
-                let v = v.map_err(StoreError::storage("reading attempts"))?;
-                decode(&v, "attempt")
-            })
+        self.journal
+            .prefix(&keys::attempts_prefix(id))
+            .map(|kv| decode(&kv?.1, "attempt"))
             .collect()
     }
 
+    /// A delivery as it stands: in flight while a worker holds a lease on it.
     pub fn delivery(&self, id: DeliveryId) -> Result<Option<Delivery>> {
-        self.outbox
-            .get(keys::delivery(id))
-            .map_err(StoreError::storage("reading a delivery"))?
+        let d = self.stored_delivery(id)?;
+        Ok(d.map(|d| with_lease(d, &self.leases.lock())))
+    }
+
+    /// A delivery as stored, leases aside.
+    fn stored_delivery(&self, id: DeliveryId) -> Result<Option<Delivery>> {
+        self.journal
+            .read(&keys::delivery(id))?
             .map(|v| decode(&v, "delivery"))
             .transpose()
     }
 
+    /// Ids of deliveries with `status` as they stand (a leased delivery is in flight, not
+    /// pending), oldest first, up to `limit` after `after`.
     fn ids_with_status(
         &self,
         status: DeliveryStatus,
         limit: usize,
         after: Option<DeliveryId>,
     ) -> Result<Vec<DeliveryId>> {
+        let leased: std::collections::BTreeSet<DeliveryId> =
+            self.leases.lock().keys().copied().collect();
         let prefix = keys::status_prefix(status);
         let start = match after {
             Some(a) => {
@@ -540,12 +527,25 @@ impl Store {
             None => prefix.clone(),
         };
         let mut out = Vec::new();
-        for k in self.outbox.range(start..).keys() {
-            let k = k.map_err(StoreError::storage("listing deliveries"))?;
+        for kv in self.journal.range(start, std::ops::Bound::Unbounded) {
+            let (k, _) = kv?;
             if !k.starts_with(&prefix) || out.len() >= limit {
                 break;
             }
-            out.extend(keys::trailing_delivery(&k));
+            out.extend(
+                keys::trailing_delivery(&k)
+                    .filter(|id| status != DeliveryStatus::Pending || !leased.contains(id)),
+            );
+        }
+        if status == DeliveryStatus::InFlight {
+            out.extend(
+                leased
+                    .into_iter()
+                    .filter(|id| after.is_none_or(|a| *id > a)),
+            );
+            out.sort();
+            out.dedup();
+            out.truncate(limit);
         }
         Ok(out)
     }
@@ -596,17 +596,29 @@ impl Store {
 
     /// How many deliveries have each status.
     pub fn delivery_counts(&self) -> Result<Vec<(DeliveryStatus, usize)>> {
+        // Leased deliveries are pending on disk and in flight as they stand.
+        let leased = self.leases.lock().len();
         DeliveryStatus::ALL
             .into_iter()
-            .map(|s| Ok((s, self.outbox.scan_prefix(keys::status_prefix(s)).count())))
+            .map(|s| {
+                let stored = self.journal.prefix(&keys::status_prefix(s)).count();
+                Ok((
+                    s,
+                    match s {
+                        DeliveryStatus::Pending => stored.saturating_sub(leased),
+                        DeliveryStatus::InFlight => stored + leased,
+                        _ => stored,
+                    },
+                ))
+            })
             .collect()
     }
 
     pub fn queue_stats(&self, queue: Queue, now: DateTime<Utc>) -> Result<QueueStats> {
         let mut s = QueueStats::default();
         let now_ms = u64::try_from(now.timestamp_millis()).unwrap_or(0);
-        for k in self.outbox.scan_prefix(keys::due_prefix(queue)).keys() {
-            let k = k.map_err(StoreError::storage("reading a queue"))?;
+        for kv in self.journal.prefix(&keys::due_prefix(queue)) {
+            let (k, _) = kv?;
             let Some(at) = keys::trailing_ms(&k) else {
                 continue;
             };
@@ -625,6 +637,7 @@ impl Store {
     /// entry points at nothing. Returns the problems found (empty when consistent). Used by
     /// tests and by `siar store check`.
     pub fn check_outbox(&self) -> Result<Vec<String>> {
+        self.journal.drain()?;
         let mut problems = Vec::new();
         let mut indexed = std::collections::BTreeSet::new();
         for kv in self.outbox.scan_prefix(b"D") {
@@ -674,7 +687,10 @@ impl Store {
                 }
             }
         }
-        let statuses: usize = self.delivery_counts()?.iter().map(|(_, n)| n).sum();
+        let statuses: usize = DeliveryStatus::ALL
+            .into_iter()
+            .map(|s| self.outbox.scan_prefix(keys::status_prefix(s)).count())
+            .sum();
         let records = self.outbox.scan_prefix(b"D").count();
         if statuses != records {
             problems.push(format!(

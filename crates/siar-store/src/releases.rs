@@ -139,28 +139,37 @@ impl Store {
             .filter_map(|k| k.ok().and_then(|k| keys::trailing_release(&k)))
             .take(max)
             .collect();
-        let mut published = Vec::new();
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+        let _guard = self.writer.lock();
+        let mut planned = Vec::with_capacity(due.len());
         for id in due {
-            let _guard = self.writer.lock();
-            let Some(current) = self.release(id)? else {
-                continue;
-            };
-            let targets = router.targets(&current.content);
-            let r = self.atomically("publishing a release", |tx| {
-                let Some(mut r) = tx.release(id)? else {
-                    return Ok(None);
+            if let Some(current) = self.release(id)? {
+                let targets = router.targets(&current.content);
+                planned.push((id, targets));
+            }
+        }
+        // One staged step for the group: its writes are the releases' heads and schedule
+        // entries (written only under the writer lock, which this holds) and new deliveries
+        // and audit entries, so the step needs no transaction (see `staged`).
+        let published = self.staged("publishing releases", |tx| {
+            let mut published = Vec::new();
+            for (id, targets) in &planned {
+                let Some(mut r) = tx.release(*id)? else {
+                    continue;
                 };
                 if r.status != Status::Scheduled || r.publish_at > now {
-                    return Ok(None);
+                    continue;
                 }
-                tx.rel.remove(keys::scheduled(r.publish_at, id))?;
-                let n = publish_in(tx, &mut r, now, &targets, router)?;
+                tx.rel.remove(keys::scheduled(r.publish_at, *id))?;
+                let n = publish_in(tx, &mut r, now, targets, router)?;
                 let late = now - r.publish_at;
                 tx.audit(AuditEntry {
                     at: now,
                     actor: "scheduler".into(),
                     action: "publish".into(),
-                    release_id: Some(id),
+                    release_id: Some(*id),
                     detail: if late > chrono::Duration::seconds(60) {
                         format!(
                             "published {} s after publish_at; {n} deliveries",
@@ -171,10 +180,10 @@ impl Store {
                     },
                 })?;
                 tx.put_release(&r)?;
-                Ok(Some(r))
-            })?;
-            published.extend(r);
-        }
+                published.push(r);
+            }
+            Ok(published)
+        })?;
         Ok(published)
     }
 
@@ -194,6 +203,10 @@ impl Store {
         let _guard = self.writer.lock();
         let existing = self.deliveries_for_release(id)?;
         let targets = router.targets(&content);
+        // Held through the step: no delivery of this release is claimed or settled meanwhile,
+        // so once the journal is drained the transaction sees them all in the tree.
+        let leases = self.leases.lock();
+        self.journal.drain()?;
         self.atomically("correcting a release", |tx| {
             let Some(mut r) = tx.release(id)? else {
                 return abort(StoreError::ReleaseNotFound(id));
@@ -239,7 +252,7 @@ impl Store {
             r.updated_at = now;
             let mut deliveries = 0;
             if r.status == Status::Published {
-                let plan = plan_followup(tx, &existing, now)?;
+                let plan = plan_followup(tx, &existing, &leases, now)?;
                 let mut seen = BTreeSet::new();
                 for t in &plan.received {
                     seen.insert(t.clone());
@@ -279,6 +292,8 @@ impl Store {
     ) -> Result<Release> {
         let _guard = self.writer.lock();
         let existing = self.deliveries_for_release(id)?;
+        let leases = self.leases.lock();
+        self.journal.drain()?;
         self.atomically("retracting a release", |tx| {
             let Some(mut r) = tx.release(id)? else {
                 return abort(StoreError::ReleaseNotFound(id));
@@ -289,7 +304,7 @@ impl Store {
             if r.status == Status::Scheduled {
                 tx.rel.remove(keys::scheduled(r.publish_at, id))?;
             }
-            let plan = plan_followup(tx, &existing, now)?;
+            let plan = plan_followup(tx, &existing, &leases, now)?;
             for t in &plan.received {
                 enqueue(tx, &r, Event::Retracted, t, now, router)?;
             }
@@ -425,8 +440,8 @@ impl Store {
     /// Every delivery ever recorded for a release, oldest first.
     pub fn deliveries_for_release(&self, id: ReleaseId) -> Result<Vec<Delivery>> {
         let mut out = Vec::new();
-        for k in self.outbox.scan_prefix(keys::by_release_prefix(id)).keys() {
-            let k = k.map_err(StoreError::storage("reading deliveries"))?;
+        for kv in self.journal.prefix(&keys::by_release_prefix(id)) {
+            let (k, _) = kv?;
             if let Some(d) = keys::trailing_delivery(&k)
                 .map(|d| self.delivery(d))
                 .transpose()?
@@ -666,7 +681,12 @@ struct Followup {
     waiting: Vec<Target>,
 }
 
-fn plan_followup(tx: &Tx<'_>, existing: &[Delivery], now: DateTime<Utc>) -> TxResult<Followup> {
+fn plan_followup(
+    tx: &Tx<'_>,
+    existing: &[Delivery],
+    leases: &crate::outbox::Leases,
+    now: DateTime<Utc>,
+) -> TxResult<Followup> {
     let mut state: BTreeMap<Target, (bool, bool)> = BTreeMap::new();
     for d in existing {
         // Re-read inside the transaction: the scan happened outside it.
@@ -674,7 +694,13 @@ fn plan_followup(tx: &Tx<'_>, existing: &[Delivery], now: DateTime<Utc>) -> TxRe
             continue;
         };
         let entry = state.entry(d.target.clone()).or_default();
-        match d.status {
+        // A leased delivery is being attempted: it may have arrived.
+        let status = if leases.contains_key(&d.id) {
+            DeliveryStatus::InFlight
+        } else {
+            d.status
+        };
+        match status {
             DeliveryStatus::Delivered | DeliveryStatus::InFlight => {
                 if d.event != Event::Retracted {
                     entry.0 = true;

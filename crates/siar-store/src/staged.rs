@@ -14,8 +14,10 @@
 //! none of its writes had been flushed, so nobody was told it was done.
 //!
 //! Staged steps are serialised by the store's writer lock. Other writers use transactions on
-//! other keys; the keys a staged step writes are new (a new release's records and indexes),
-//! so no transaction wrote them before the step's record was removed.
+//! other keys: the keys a staged step writes are new (a new release's records, indexes,
+//! deliveries and audit entries) or written only under the writer lock (a release's head and
+//! schedule entry, when publishing what came due), so no transaction wrote them before the
+//! step's record was removed.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -37,6 +39,9 @@ pub(crate) struct Stage {
     writes: RefCell<Vec<(IVec, Option<IVec>)>>,
     /// Each written key's value before the step.
     undo: RefCell<Vec<(IVec, Option<IVec>)>>,
+    /// Set for the outbox: reads see the journal, and the writes become one journal record
+    /// (so they need no undo entries of their own).
+    journal: Option<std::sync::Arc<crate::journal::Journal>>,
 }
 
 impl Stage {
@@ -47,28 +52,50 @@ impl Stage {
             latest: RefCell::default(),
             writes: RefCell::default(),
             undo: RefCell::default(),
+            journal: None,
         }
     }
 
-    pub(crate) fn get(&self, key: &[u8]) -> TxResult<Option<IVec>> {
-        if let Some(v) = self.latest.borrow().get(key) {
-            return Ok(v.clone());
+    fn journaled(
+        tree: &sled::Tree,
+        which: u8,
+        journal: &std::sync::Arc<crate::journal::Journal>,
+    ) -> Self {
+        Self {
+            journal: Some(journal.clone()),
+            ..Self::new(tree, which)
+        }
+    }
+
+    /// `key` as the step sees it: its own writes, then the journal (for the outbox), then
+    /// the tree.
+    fn current(&self, key: &[u8]) -> TxResult<Option<IVec>> {
+        if let Some(v) = self.journal.as_ref().and_then(|j| j.get(key)) {
+            return Ok(v);
         }
         self.tree
             .get(key)
             .map_err(ConflictableTransactionError::Storage)
     }
 
-    /// Stages `value` (`None`: removal) for `key`; returns the value it replaces.
+    pub(crate) fn get(&self, key: &[u8]) -> TxResult<Option<IVec>> {
+        if let Some(v) = self.latest.borrow().get(key) {
+            return Ok(v.clone());
+        }
+        self.current(key)
+    }
+
+    /// Stages `value` (`None`: removal) for `key`; returns the value it replaces (always
+    /// `None` for the journaled outbox).
     pub(crate) fn put(&self, key: IVec, value: Option<IVec>) -> TxResult<Option<IVec>> {
         let staged = self.latest.borrow().get(key.as_ref()).cloned();
         let previous = match staged {
             Some(v) => v,
+            // A journaled write needs no undo entry, and its callers ignore what it replaced:
+            // no read.
+            None if self.journal.is_some() => None,
             None => {
-                let before = self
-                    .tree
-                    .get(&key)
-                    .map_err(ConflictableTransactionError::Storage)?;
+                let before = self.current(&key)?;
                 self.undo.borrow_mut().push((key.clone(), before.clone()));
                 before
             }
@@ -136,6 +163,7 @@ impl Store {
             0 => Some(&self.releases),
             1 => Some(&self.docs),
             2 => Some(&self.outbox),
+            4 => Some(&self.journal_log),
             3 => Some(&self.audit),
             _ => None,
         }
@@ -166,7 +194,7 @@ impl Store {
             Stage::new(&self.docs, 1),
             Stage::new(&self.releases, 0),
             Stage::new(&self.audit, 3),
-            Stage::new(&self.outbox, 2),
+            Stage::journaled(&self.outbox, 2, &self.journal),
         ];
         let out = {
             let tx = Tx {
@@ -196,29 +224,70 @@ impl Store {
         if stages.iter().all(|s| s.writes.borrow().is_empty()) {
             return Ok(());
         }
+        // The outbox's writes, as one journal record: held numbered and unseen by drains
+        // until the step is done (see `journal`).
+        let journaled: Vec<crate::journal::Write> = stages
+            .iter()
+            .filter(|s| s.journal.is_some())
+            .flat_map(|s| {
+                s.writes
+                    .borrow()
+                    .iter()
+                    .map(|(k, v)| (k.to_vec(), v.as_ref().map(|v| v.to_vec())))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
         let _gate = self.write_gate();
+        let mut journal = (!journaled.is_empty()).then(|| self.journal.lock());
+        let number = match journal {
+            Some(_) => Some(self.journal.next_number()?),
+            None => None,
+        };
         let storage = StoreError::storage(op);
         let record = self
             .db
             .generate_id()
             .map_err(StoreError::storage(op))?
             .to_be_bytes();
+        let mut undo = encode_undo(stages);
+        if let Some(n) = number {
+            let key = crate::journal::Journal::record_key(n);
+            undo.push(4);
+            undo.extend_from_slice(&(key.len() as u32).to_be_bytes());
+            undo.extend_from_slice(&key);
+            undo.push(0);
+        }
         self.intents
-            .insert(record, encode_undo(stages))
+            .insert(record, undo)
             .map_err(StoreError::storage(op))?;
         let mut budget = limit;
-        let applied = stages.iter().try_for_each(|s| {
-            s.writes.borrow().iter().try_for_each(|(k, v)| {
-                if budget == 0 {
-                    return Ok(());
-                }
-                budget -= 1;
-                match v {
-                    Some(v) => s.tree.insert(k, v.clone()).map(drop),
-                    None => s.tree.remove(k).map(drop),
-                }
+        let applied = stages
+            .iter()
+            .filter(|s| s.journal.is_none())
+            .try_for_each(|s| {
+                s.writes.borrow().iter().try_for_each(|(k, v)| {
+                    if budget == 0 {
+                        return Ok(());
+                    }
+                    budget -= 1;
+                    match v {
+                        Some(v) => s.tree.insert(k, v.clone()).map(drop),
+                        None => s.tree.remove(k).map(drop),
+                    }
+                })
             })
-        });
+            .and_then(|()| match number {
+                Some(n) if budget > 0 => {
+                    budget -= 1;
+                    self.journal_log
+                        .insert(
+                            crate::journal::Journal::record_key(n),
+                            crate::journal::encode(&journaled),
+                        )
+                        .map(drop)
+                }
+                _ => Ok(()),
+            });
         if let Err(e) = applied {
             // Undo what was applied, now if possible, else when the store is next opened.
             if let Err(undo) = self.roll_back(&record) {
@@ -230,6 +299,9 @@ impl Store {
             return Ok(());
         }
         self.intents.remove(record).map_err(storage)?;
+        if let (Some(state), Some(n)) = (journal.as_mut(), number) {
+            self.journal.publish(state, n, journaled);
+        }
         Ok(())
     }
 
@@ -380,7 +452,14 @@ mod tests {
                         .collect::<TxResult<Vec<_>>>()
                 })
                 .unwrap();
-            let total: usize = stages.iter().map(|s| s.writes.borrow().len()).sum();
+            // The outbox's writes go as one journal record.
+            let total: usize = stages
+                .iter()
+                .map(|s| match s.journal {
+                    Some(_) => usize::from(!s.writes.borrow().is_empty()),
+                    None => s.writes.borrow().len(),
+                })
+                .sum();
             store.apply("test", &stages, cut).unwrap();
             store.flush_blocking().unwrap();
             drop(stages);

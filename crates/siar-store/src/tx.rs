@@ -136,46 +136,15 @@ impl Tx<'_> {
         read(self.out.get(keys::delivery(id))?, "delivery")
     }
 
-    /// Writes a delivery and keeps its index entries in step with its status: a pending
-    /// delivery is in the due index at `due_at`, an in-flight one at its lease's end, a
-    /// settled one not at all.
+    /// Writes a delivery and keeps its index entries in step with its status (see
+    /// [`delivery_writes`]).
     pub fn put_delivery(&self, old: Option<&Delivery>, new: &Delivery) -> TxResult<()> {
-        // Index entries that stay the same (a claim leaves a delivery at its due time) are
-        // neither removed nor written again.
-        let (old_due, new_due) = (old.and_then(due_key), due_key(new));
-        let (old_partner, new_partner) = (old.and_then(partner_due_key), partner_due_key(new));
-        if let Some(old) = old {
-            if old_due != new_due {
-                if let Some(k) = &old_due {
-                    self.out.remove(k.as_slice())?;
-                }
-            }
-            if old_partner != new_partner {
-                if let Some(k) = &old_partner {
-                    self.out.remove(k.as_slice())?;
-                }
-            }
-            if old.status != new.status {
-                self.out.remove(keys::by_status(old.status, old.id))?;
-            }
-        } else {
-            self.out
-                .insert(keys::by_release(new.release_id, new.id), &[])?;
+        for (k, v) in delivery_writes(old, new) {
+            match v {
+                Some(v) => self.out.insert(k, v)?,
+                None => self.out.remove(k)?,
+            };
         }
-        if old.is_none() || old_due != new_due {
-            if let Some(k) = due_key(new) {
-                self.out.insert(k, &[])?;
-            }
-        }
-        if old.is_none() || old_partner != new_partner {
-            if let Some(k) = partner_due_key(new) {
-                self.out.insert(k, &[])?;
-            }
-        }
-        if old.is_none_or(|o| o.status != new.status) {
-            self.out.insert(keys::by_status(new.status, new.id), &[])?;
-        }
-        self.out.insert(keys::delivery(new.id), encode(new))?;
         Ok(())
     }
 
@@ -189,6 +158,43 @@ impl Tx<'_> {
         self.audit.insert(key, encode(&e))?;
         Ok(())
     }
+}
+
+/// The outbox writes that store `new` over `old` (`None`: a new delivery) and keep its index
+/// entries in step with its status: a pending delivery is in the due index at `due_at`, a
+/// settled one not at all. Index entries that stay the same are neither removed nor written
+/// again. `None` as a value removes the key.
+pub(crate) fn delivery_writes(
+    old: Option<&Delivery>,
+    new: &Delivery,
+) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    let mut w = Vec::with_capacity(6);
+    let (old_due, new_due) = (old.and_then(due_key), due_key(new));
+    let (old_partner, new_partner) = (old.and_then(partner_due_key), partner_due_key(new));
+    if let Some(old) = old {
+        if old_due != new_due {
+            w.extend(old_due.clone().map(|k| (k, None)));
+        }
+        if old_partner != new_partner {
+            w.extend(old_partner.clone().map(|k| (k, None)));
+        }
+        if old.status != new.status {
+            w.push((keys::by_status(old.status, old.id), None));
+        }
+    } else {
+        w.push((keys::by_release(new.release_id, new.id), Some(Vec::new())));
+    }
+    if old.is_none() || old_due != new_due {
+        w.extend(new_due.map(|k| (k, Some(Vec::new()))));
+    }
+    if old.is_none() || old_partner != new_partner {
+        w.extend(new_partner.map(|k| (k, Some(Vec::new()))));
+    }
+    if old.is_none_or(|o| o.status != new.status) {
+        w.push((keys::by_status(new.status, new.id), Some(Vec::new())));
+    }
+    w.push((keys::delivery(new.id), Some(encode(new))));
+    w
 }
 
 /// The per-partner due index entry of a webhook delivery (at the same time as [`due_key`]).

@@ -1,6 +1,7 @@
 //! Property test of the outbox on a real sled store on disk: random sequences of publish,
 //! claim, complete, retry, fail, clock moves and crashes (the store dropped without a flush
-//! and reopened; every lease held at that moment dies with its worker).
+//! and reopened; every lease held at that moment dies with its worker and its process, so
+//! what it held is pending and due again at once).
 //!
 //! Checked after every step: the store's indexes agree with its records, every delivery
 //! ever owed still exists with the status the model expects, a delivery is never handed
@@ -196,16 +197,16 @@ impl World {
                     s.recover_in_flight(self.now).unwrap();
                 }
                 self.store = Some(s);
-                // Re-sync the model with what survived (all of it, in-process).
+                // Re-sync the model with what survived (all of it, in-process). Leases live
+                // in memory: whatever was in flight is pending again, at its due time.
                 for (id, m) in self.model.iter_mut() {
                     let d = self.store.as_ref().unwrap().delivery(*id).unwrap();
                     prop_assert!(d.is_some(), "delivery {id} lost in a crash");
                     let d = d.unwrap();
-                    if recover {
-                        if let M::InFlight { .. } = m {
-                            prop_assert_eq!(d.status, DeliveryStatus::Pending);
-                            *m = M::Pending { due: d.due_at };
-                        }
+                    if let M::InFlight { .. } = m {
+                        prop_assert_eq!(d.status, DeliveryStatus::Pending);
+                        prop_assert!(d.due_at <= self.now, "due again at once");
+                        *m = M::Pending { due: d.due_at };
                     }
                 }
             }

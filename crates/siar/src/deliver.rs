@@ -302,9 +302,12 @@ impl Engine {
 }
 
 /// The most deliveries one partner's worker claims at once. In order, one after another
-/// (or `concurrency` at a time); a transient failure hands the rest back. A crash can repeat
-/// at most one batch per partner: the deliveries leased at that moment.
+/// (or `concurrency` at a time); a transient failure hands the rest back.
 pub const BATCH: usize = 32;
+
+/// What a crash can repeat per partner: the batch being sent, and the batch before it, settled
+/// but still being made durable while this one goes out (see `partner_worker`).
+pub const IN_FLIGHT_BOUND: usize = 2 * BATCH;
 
 /// Runs one worker per partner until `stop`; attempts in progress get a few seconds to
 /// finish, and whatever is still running comes back through its lease after a restart.
@@ -338,8 +341,12 @@ async fn partner_worker(
 ) {
     let id = p.config.id.clone();
     let timeout = Duration::from_secs(p.config.timeout_secs);
+    // The previous batch's settlements being made durable while the next batch goes out: a
+    // batch is sent only once the one before the previous is on disk.
+    let mut syncing: Option<tokio::sync::oneshot::Receiver<siar_store::Result<()>>> = None;
     loop {
         if stop.is_cancelled() {
+            durable(&id, syncing.take()).await;
             return;
         }
         let now = app.clock.now();
@@ -379,6 +386,7 @@ async fn partner_worker(
             }
         };
         if claims.is_empty() {
+            durable(&id, syncing.take()).await;
             // Nothing claimable: the next one is due later, or (due already) still leased.
             let wait = match app.store.next_due_for_partner(&id) {
                 Ok(Some(at)) if at > app.clock.now() => {
@@ -390,10 +398,6 @@ async fn partner_worker(
                 return;
             }
             continue;
-        }
-        // The leases are on disk before anything is sent.
-        if let Err(e) = app.store.flush().await {
-            error!(partner = %id, error = %e, "Could not flush claims.");
         }
         let mut pending = claims.into_iter();
         let mut running = tokio::task::JoinSet::new();
@@ -446,14 +450,34 @@ async fn partner_worker(
                 error!(partner = %id, error = %e, "Could not settle deliveries; their leases bring them back.")
             }
         }
-        if let Err(e) = app.store.flush().await {
-            error!(partner = %id, error = %e, "Could not flush settled deliveries.");
-        }
+        durable(&id, syncing.take()).await;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        app.store.after_flush(move |r| {
+            let _ = tx.send(r);
+        });
+        syncing = Some(rx);
         if let Some(wait) = rate_pause {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = stop.cancelled() => return,
             }
+        }
+    }
+}
+
+/// Waits until a batch's settlements are on disk.
+async fn durable(
+    partner: &str,
+    syncing: Option<tokio::sync::oneshot::Receiver<siar_store::Result<()>>>,
+) {
+    let Some(rx) = syncing else { return };
+    match rx.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            error!(partner = %partner, error = %e, "Could not flush settled deliveries.")
+        }
+        Err(_) => {
+            error!(partner = %partner, "The store stopped before settled deliveries were flushed.")
         }
     }
 }
