@@ -427,6 +427,13 @@ async fn partners_get_signed_deliveries_with_retries_and_isolation() {
         .unwrap();
     assert_eq!(corrected.header("webhook-id"), format!("{id}.v2.corrected"));
     assert_eq!(corrected.json()["data"]["version"], "2");
+    // The partner that refuses everything has refused version 2 too before the retraction
+    // (were it still being attempted, it might have received it, and would be told).
+    eventually(10, "bad's version 2 settled", || async {
+        let ds = deliveries(&api, &id).await;
+        (ds["bad@v2.published"]["status"] == "failed").then_some(())
+    })
+    .await;
     let resp = api
         .post(&format!("/api/v1/releases/{id}/retraction"))
         .json(&serde_json::json!({"reason": "Data keliru"}))

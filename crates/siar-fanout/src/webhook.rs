@@ -166,7 +166,7 @@ pub fn classify(status: u16) -> (Verdict, &'static str) {
 #[allow(clippy::too_many_arguments)]
 pub async fn attempt(
     client: &reqwest::Client,
-    url: &str,
+    url: impl reqwest::IntoUrl,
     id: &str,
     secrets: &[Secret],
     body: Vec<u8>,

@@ -121,9 +121,16 @@ impl Journal {
     }
 
     /// Makes the writes of record `n`, already in the log, visible.
-    pub(crate) fn publish(&self, state: &mut State, n: u64, writes: Vec<Write>) {
+    pub(crate) fn publish<K: AsRef<[u8]>, V: Into<IVec>>(
+        &self,
+        state: &mut State,
+        n: u64,
+        writes: impl IntoIterator<Item = (K, Option<V>)>,
+    ) {
         for (k, v) in writes {
-            state.map.insert(k, (n, v.map(IVec::from)));
+            state
+                .map
+                .insert(k.as_ref().to_vec(), (n, v.map(Into::into)));
         }
         state.last = n;
         let now = Instant::now();
@@ -399,9 +406,10 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// A record: for each write, its key, then 1 and its value or 0 for a removal.
-pub(crate) fn encode(writes: &[Write]) -> Vec<u8> {
+pub(crate) fn encode<K: AsRef<[u8]>, V: AsRef<[u8]>>(writes: &[(K, Option<V>)]) -> Vec<u8> {
     let mut out = Vec::new();
     for (k, v) in writes {
+        let (k, v) = (k.as_ref(), v.as_ref().map(|v| v.as_ref()));
         out.extend_from_slice(&(k.len() as u32).to_be_bytes());
         out.extend_from_slice(k);
         match v {

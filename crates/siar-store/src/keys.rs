@@ -139,12 +139,9 @@ pub(crate) fn attempt(d: DeliveryId, n: u32) -> Vec<u8> {
     cat(&[b"A", &d.to_bytes(), &n.to_be_bytes()])
 }
 
+/// A release's deliveries: its entries in the one-delivery-per-(version, event, target) index.
 pub(crate) fn by_release_prefix(r: ReleaseId) -> Vec<u8> {
-    cat(&[b"B", &r.to_bytes()])
-}
-
-pub(crate) fn by_release(r: ReleaseId, d: DeliveryId) -> Vec<u8> {
-    cat(&[b"B", &r.to_bytes(), &d.to_bytes()])
+    cat(&[b"U", &r.to_bytes()])
 }
 
 pub(crate) fn status_prefix(s: DeliveryStatus) -> Vec<u8> {

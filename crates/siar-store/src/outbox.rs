@@ -30,9 +30,9 @@
 //! ```text
 //! D delivery_id                          → Delivery (JSON)
 //! Q queue:u8 at_ms:u64 delivery_id       → ()   pending or in flight, at due_at
-//! B release_id delivery_id               → ()   deliveries of a release
 //! T status:u8 delivery_id                → ()   deliveries by status
-//! U release_id version:u32 event:u8 target → delivery_id   one delivery per (version, event, target)
+//! U release_id version:u32 event:u8 target → delivery_id   one delivery per (version, event,
+//!                                               target); by release, a release's deliveries
 //! A delivery_id attempt:u32              → Attempt (JSON)   the attempt log
 //! P partner 0 at_ms:u64 delivery_id      → ()   a partner's webhooks, like Q: one partner's
 //!                                               worker claims without scanning the others
@@ -647,8 +647,9 @@ impl Store {
             if !has(keys::by_status(d.status, d.id)) {
                 problems.push(format!("{}: no status index entry", d.id));
             }
-            if !has(keys::by_release(d.release_id, d.id)) {
-                problems.push(format!("{}: no release index entry", d.id));
+            let unique = keys::unique(d.release_id, d.version, d.event, &d.target);
+            if self.outbox.get(unique).ok().flatten().as_deref() != Some(&d.id.to_bytes()[..]) {
+                problems.push(format!("{}: not in its release's index", d.id));
             }
             if let Some(k) = due_key(&d) {
                 if !has(k.clone()) {

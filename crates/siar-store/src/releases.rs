@@ -441,14 +441,14 @@ impl Store {
     pub fn deliveries_for_release(&self, id: ReleaseId) -> Result<Vec<Delivery>> {
         let mut out = Vec::new();
         for kv in self.journal.prefix(&keys::by_release_prefix(id)) {
-            let (k, _) = kv?;
-            if let Some(d) = keys::trailing_delivery(&k)
-                .map(|d| self.delivery(d))
-                .transpose()?
-            {
-                out.extend(d);
-            }
+            let (_, v) = kv?;
+            let Ok(bytes) = <[u8; 16]>::try_from(v.as_ref()) else {
+                return Err(corrupt("delivery index entry"));
+            };
+            out.extend(self.delivery(siar_model::DeliveryId::from_bytes(bytes))?);
         }
+        // Ids grow with time: oldest first.
+        out.sort_by_key(|d| d.id);
         Ok(out)
     }
 }

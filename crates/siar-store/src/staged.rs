@@ -226,16 +226,10 @@ impl Store {
         }
         // The outbox's writes, as one journal record: held numbered and unseen by drains
         // until the step is done (see `journal`).
-        let journaled: Vec<crate::journal::Write> = stages
+        let journaled: Vec<(IVec, Option<IVec>)> = stages
             .iter()
             .filter(|s| s.journal.is_some())
-            .flat_map(|s| {
-                s.writes
-                    .borrow()
-                    .iter()
-                    .map(|(k, v)| (k.to_vec(), v.as_ref().map(|v| v.to_vec())))
-                    .collect::<Vec<_>>()
-            })
+            .flat_map(|s| s.writes.borrow().clone())
             .collect();
         let _gate = self.write_gate();
         let mut journal = (!journaled.is_empty()).then(|| self.journal.lock());

@@ -181,8 +181,6 @@ pub(crate) fn delivery_writes(
         if old.status != new.status {
             w.push((keys::by_status(old.status, old.id), None));
         }
-    } else {
-        w.push((keys::by_release(new.release_id, new.id), Some(Vec::new())));
     }
     if old.is_none() || old_due != new_due {
         w.extend(new_due.map(|k| (k, Some(Vec::new()))));

@@ -104,6 +104,9 @@ struct Breaker {
 
 struct Partner {
     config: PartnerConfig,
+    /// `config.url`, parsed once; or why no attempt may go there (unparsable, which
+    /// check-config refuses; or a private address literal without `allow_private`).
+    url: Result<reqwest::Url, (&'static str, String)>,
     secrets: Vec<Secret>,
     client: reqwest::Client,
     breaker: Mutex<Breaker>,
@@ -221,6 +224,11 @@ impl Engine {
                 p.id.clone(),
                 Arc::new(Partner {
                     config: p.clone(),
+                    url: match webhook::check_literal(&p.url) {
+                        Err(e) if !p.allow_private => Err(("refused_address", e)),
+                        _ => reqwest::Url::parse(&p.url)
+                            .map_err(|e| ("invalid_url", format!("{}: {e}", p.url))),
+                    },
                     secrets: secrets.get(&p.id).cloned().unwrap_or_default(),
                     client,
                     breaker: Mutex::new(Breaker {
@@ -608,19 +616,19 @@ async fn deliver(app: &App, engine: &Engine, p: &Partner, claim: Claim) -> Outco
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let result = match webhook::check_literal(&p.config.url) {
-        Err(e) if !p.config.allow_private => webhook::AttemptResult {
+    let result = match &p.url {
+        Err((class, e)) => webhook::AttemptResult {
             verdict: Verdict::Fail,
             status: None,
             duration: Duration::ZERO,
             response: String::new(),
-            error_class: "refused_address".into(),
-            error: e,
+            error_class: (*class).into(),
+            error: e.clone(),
         },
-        _ => {
+        Ok(url) => {
             webhook::attempt(
                 &p.client,
-                &p.config.url,
+                url.clone(),
                 &d.stable_id(),
                 &p.secrets,
                 body,
