@@ -192,7 +192,9 @@ impl Journal {
     /// them. Readers meanwhile see the same values through the map.
     pub(crate) fn drain(&self) -> Result<usize> {
         let _one = self.draining.lock();
-        let (upto, items): (u64, Vec<(Vec<u8>, u64, Option<IVec>)>) = {
+        // Each key with the record that last wrote it and its value.
+        type Snapshot = Vec<(Vec<u8>, u64, Option<IVec>)>;
+        let (upto, items): (u64, Snapshot) = {
             let state = self.lock();
             (
                 state.last,
