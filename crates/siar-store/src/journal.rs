@@ -407,26 +407,23 @@ fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-/// A record: for each write, its key, then 1 and its value or 0 for a removal.
-pub(crate) fn encode<K: AsRef<[u8]>, V: AsRef<[u8]>>(writes: &[(K, Option<V>)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (k, v) in writes {
-        let (k, v) = (k.as_ref(), v.as_ref().map(|v| v.as_ref()));
-        out.extend_from_slice(&(k.len() as u32).to_be_bytes());
-        out.extend_from_slice(k);
-        match v {
-            Some(v) => {
-                out.push(1);
-                out.extend_from_slice(&(v.len() as u32).to_be_bytes());
-                out.extend_from_slice(v);
-            }
-            None => out.push(0),
+/// Appends one write to `out`: the key's length and the key, then 1, the value's length and
+/// the value, or 0 for a removal. Journal records and staged steps' undo records use it.
+pub(crate) fn put_entry(out: &mut Vec<u8>, key: &[u8], value: Option<&[u8]>) {
+    out.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    out.extend_from_slice(key);
+    match value {
+        Some(v) => {
+            out.push(1);
+            out.extend_from_slice(&(v.len() as u32).to_be_bytes());
+            out.extend_from_slice(v);
         }
+        None => out.push(0),
     }
-    out
 }
 
-fn decode(mut b: &[u8]) -> Option<Vec<Write>> {
+/// Takes one write written by [`put_entry`] off the front of `b` (`None`: cut short or junk).
+pub(crate) fn take_entry(b: &mut &[u8]) -> Option<Write> {
     fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         let (head, rest) = (b.get(..n)?, b.get(n..)?);
         *b = rest;
@@ -435,19 +432,32 @@ fn decode(mut b: &[u8]) -> Option<Vec<Write>> {
     fn len(b: &mut &[u8]) -> Option<usize> {
         usize::try_from(u32::from_be_bytes(take(b, 4)?.try_into().ok()?)).ok()
     }
+    let n = len(b)?;
+    let key = take(b, n)?.to_vec();
+    let value = match take(b, 1)?[0] {
+        0 => None,
+        1 => {
+            let n = len(b)?;
+            Some(take(b, n)?.to_vec())
+        }
+        _ => return None,
+    };
+    Some((key, value))
+}
+
+/// A record: its writes, one [`put_entry`] each.
+pub(crate) fn encode<K: AsRef<[u8]>, V: AsRef<[u8]>>(writes: &[(K, Option<V>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (k, v) in writes {
+        put_entry(&mut out, k.as_ref(), v.as_ref().map(|v| v.as_ref()));
+    }
+    out
+}
+
+fn decode(mut b: &[u8]) -> Option<Vec<Write>> {
     let mut out = Vec::new();
     while !b.is_empty() {
-        let n = len(&mut b)?;
-        let key = take(&mut b, n)?.to_vec();
-        let value = match take(&mut b, 1)?[0] {
-            0 => None,
-            1 => {
-                let n = len(&mut b)?;
-                Some(take(&mut b, n)?.to_vec())
-            }
-            _ => return None,
-        };
-        out.push((key, value));
+        out.push(take_entry(&mut b)?);
     }
     Some(out)
 }

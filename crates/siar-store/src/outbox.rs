@@ -15,10 +15,11 @@
 //!   send): the in-flight bound. Every attempt carries the delivery's stable id so receivers can
 //!   drop such repeats.
 //! - **Never early.** `due_at` is never before the release's `publish_at`.
-//! - **Settling is one batch.** The lease holder is the only writer of a leased delivery (an
+//! - **Settling is one record.** The lease holder is the only writer of a leased delivery (an
 //!   operator's retry, a correction superseding what waits, a schedule change: each looks at
 //!   the leases while it writes, and leaves leased deliveries alone), so a batch of
-//!   settlements is one atomic sled batch on the outbox tree, with no transaction.
+//!   settlements needs no transaction: it is one record of the outbox journal (see
+//!   `journal`).
 //!
 //! The store only ever has one process (sled locks its directory), so leases in memory
 //! are all the leases there are. A crash forgets them, which is what recovering them at
@@ -315,7 +316,7 @@ impl Store {
         self.flush_blocking()
     }
 
-    /// Settles many claims in one atomic step (one sled batch), each with its attempt log
+    /// Settles many claims in one atomic step (one journal record), each with its attempt log
     /// entry. A claim whose lease was lost (it ended and someone else claimed the delivery,
     /// or the delivery was settled) is skipped: its result is `Err(LeaseLost)`.
     pub fn settle_many(
@@ -475,14 +476,6 @@ impl Store {
             })?;
             Ok(r)
         })
-    }
-
-    /// Adds an attempt to a delivery's log.
-    pub fn record_attempt(&self, id: DeliveryId, attempt: &Attempt) -> Result<()> {
-        self.journal.write(vec![(
-            keys::attempt(id, attempt.number),
-            Some(crate::encode(attempt)),
-        )])
     }
 
     /// A delivery's attempts, first first.

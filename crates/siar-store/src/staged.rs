@@ -25,7 +25,11 @@ use std::collections::HashMap;
 use sled::transaction::ConflictableTransactionError;
 use sled::IVec;
 
+use crate::journal::{put_entry, take_entry};
 use crate::tx::{Tx, TxResult, View};
+
+/// The journal's tree in undo records (the other trees: see `Store::tree_by_number`).
+const JOURNAL: u8 = 4;
 use crate::{Store, StoreError};
 
 /// The staged writes to one tree.
@@ -112,16 +116,7 @@ fn encode_undo(stages: &[Stage]) -> Vec<u8> {
     for s in stages {
         for (k, v) in s.undo.borrow().iter() {
             out.push(s.which);
-            out.extend_from_slice(&(k.len() as u32).to_be_bytes());
-            out.extend_from_slice(k);
-            match v {
-                Some(v) => {
-                    out.push(1);
-                    out.extend_from_slice(&(v.len() as u32).to_be_bytes());
-                    out.extend_from_slice(v);
-                }
-                None => out.push(0),
-            }
+            put_entry(&mut out, k, v.as_deref());
         }
     }
     out
@@ -130,28 +125,10 @@ fn encode_undo(stages: &[Stage]) -> Vec<u8> {
 type Undo = Vec<(u8, Vec<u8>, Option<Vec<u8>>)>;
 
 fn decode_undo(mut b: &[u8]) -> Option<Undo> {
-    fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-        let (head, rest) = (b.get(..n)?, b.get(n..)?);
-        *b = rest;
-        Some(head)
-    }
-    fn len(b: &mut &[u8]) -> Option<usize> {
-        let n = u32::from_be_bytes(take(b, 4)?.try_into().ok()?);
-        usize::try_from(n).ok()
-    }
     let mut out = Vec::new();
-    while !b.is_empty() {
-        let which = take(&mut b, 1)?[0];
-        let n = len(&mut b)?;
-        let key = take(&mut b, n)?.to_vec();
-        let value = match take(&mut b, 1)?[0] {
-            0 => None,
-            1 => {
-                let n = len(&mut b)?;
-                Some(take(&mut b, n)?.to_vec())
-            }
-            _ => return None,
-        };
+    while let Some((&which, rest)) = b.split_first() {
+        b = rest;
+        let (key, value) = take_entry(&mut b)?;
         out.push((which, key, value));
     }
     Some(out)
@@ -163,8 +140,8 @@ impl Store {
             0 => Some(&self.releases),
             1 => Some(&self.docs),
             2 => Some(&self.outbox),
-            4 => Some(&self.journal_log),
             3 => Some(&self.audit),
+            JOURNAL => Some(&self.journal_log),
             _ => None,
         }
     }
@@ -245,11 +222,9 @@ impl Store {
             .to_be_bytes();
         let mut undo = encode_undo(stages);
         if let Some(n) = number {
-            let key = crate::journal::Journal::record_key(n);
-            undo.push(4);
-            undo.extend_from_slice(&(key.len() as u32).to_be_bytes());
-            undo.extend_from_slice(&key);
-            undo.push(0);
+            // Undone, the journal record is removed: it did not exist before the step.
+            undo.push(JOURNAL);
+            put_entry(&mut undo, &crate::journal::Journal::record_key(n), None);
         }
         self.intents
             .insert(record, undo)

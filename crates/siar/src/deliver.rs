@@ -351,7 +351,7 @@ async fn partner_worker(
     let timeout = Duration::from_secs(p.config.timeout_secs);
     // The previous batch's settlements being made durable while the next batch goes out: a
     // batch is sent only once the one before the previous is on disk.
-    let mut syncing: Option<tokio::sync::oneshot::Receiver<siar_store::Result<()>>> = None;
+    let mut syncing: Option<tokio::task::JoinHandle<siar_store::Result<()>>> = None;
     loop {
         if stop.is_cancelled() {
             durable(&id, syncing.take()).await;
@@ -459,11 +459,8 @@ async fn partner_worker(
             }
         }
         durable(&id, syncing.take()).await;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        app.store.after_flush(move |r| {
-            let _ = tx.send(r);
-        });
-        syncing = Some(rx);
+        let store = app.store.clone();
+        syncing = Some(tokio::spawn(async move { store.flush().await }));
         if let Some(wait) = rate_pause {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
@@ -474,18 +471,15 @@ async fn partner_worker(
 }
 
 /// Waits until a batch's settlements are on disk.
-async fn durable(
-    partner: &str,
-    syncing: Option<tokio::sync::oneshot::Receiver<siar_store::Result<()>>>,
-) {
-    let Some(rx) = syncing else { return };
-    match rx.await {
+async fn durable(partner: &str, syncing: Option<tokio::task::JoinHandle<siar_store::Result<()>>>) {
+    let Some(flush) = syncing else { return };
+    match flush.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => {
             error!(partner = %partner, error = %e, "Could not flush settled deliveries.")
         }
         Err(_) => {
-            error!(partner = %partner, "The store stopped before settled deliveries were flushed.")
+            error!(partner = %partner, "The flush of settled deliveries did not finish.")
         }
     }
 }
