@@ -20,7 +20,7 @@
 //! retractions, an operator's retry, re-timing a partner's queue) drain the journal first,
 //! under the locks that keep the deliveries they touch from being written meanwhile.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,15 +42,30 @@ const MAX_AGE: Duration = Duration::from_secs(30);
 
 #[derive(Default)]
 pub(crate) struct State {
-    /// The latest value of every key written since it was last drained, with the record that
-    /// wrote it (`None`: removed).
-    map: BTreeMap<Vec<u8>, (u64, Option<IVec>)>,
+    /// The latest value of every key set since it was last drained, with the record that set
+    /// it.
+    live: BTreeMap<Vec<u8>, (u64, IVec)>,
+    /// Every key removed since it was last drained, with the record that removed it. Apart
+    /// from `live`, so that a range over the journal never walks removals (a partner's queue
+    /// settled a thousand times between drains would otherwise be a thousand steps long).
+    dead: HashMap<Vec<u8>, u64>,
     /// The newest record.
     last: u64,
     last_write: Option<Instant>,
     /// When the oldest write not yet drained was made.
     oldest: Option<Instant>,
     closed: bool,
+}
+
+impl State {
+    /// How many keys wait to be drained.
+    fn len(&self) -> usize {
+        self.live.len() + self.dead.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.live.is_empty() && self.dead.is_empty()
+    }
 }
 
 pub(crate) struct Journal {
@@ -128,15 +143,25 @@ impl Journal {
         writes: impl IntoIterator<Item = (K, Option<V>)>,
     ) {
         for (k, v) in writes {
-            state
-                .map
-                .insert(k.as_ref().to_vec(), (n, v.map(Into::into)));
+            let k = k.as_ref();
+            match v {
+                Some(v) => {
+                    if !state.dead.is_empty() {
+                        state.dead.remove(k);
+                    }
+                    state.live.insert(k.to_vec(), (n, v.into()));
+                }
+                None => {
+                    state.live.remove(k);
+                    state.dead.insert(k.to_vec(), n);
+                }
+            }
         }
         state.last = n;
         let now = Instant::now();
         state.last_write = Some(now);
         state.oldest.get_or_insert(now);
-        if state.map.len() >= MAX_KEYS {
+        if state.len() >= MAX_KEYS {
             self.wake.notify_one();
         }
     }
@@ -144,7 +169,17 @@ impl Journal {
     /// The value of `key` as the journal has it: `Some(None)` if it was removed, `None` if the
     /// journal holds nothing for it (the tree has the answer).
     pub(crate) fn get(&self, key: &[u8]) -> Option<Option<IVec>> {
-        self.lock().map.get(key).map(|(_, v)| v.clone())
+        let state = self.lock();
+        match state.live.get(key) {
+            Some((_, v)) => Some(Some(v.clone())),
+            None => state.dead.contains_key(key).then_some(None),
+        }
+    }
+
+    /// Whether the journal removed `key` (the tree may still hold it).
+    fn removed(&self, key: &[u8]) -> bool {
+        let state = self.lock();
+        !state.dead.is_empty() && state.dead.contains_key(key)
     }
 
     /// `key` as the outbox stands: the journal's value, else the tree's.
@@ -185,7 +220,7 @@ impl Journal {
     /// Whether anything waits to be drained.
     #[cfg(test)]
     pub(crate) fn is_empty(&self) -> bool {
-        self.lock().map.is_empty()
+        self.lock().is_empty()
     }
 
     /// Moves every write made so far into the outbox tree and drops the records that held
@@ -196,14 +231,12 @@ impl Journal {
         type Snapshot = Vec<(Vec<u8>, u64, Option<IVec>)>;
         let (upto, items): (u64, Snapshot) = {
             let state = self.lock();
-            (
-                state.last,
-                state
-                    .map
-                    .iter()
-                    .map(|(k, (n, v))| (k.clone(), *n, v.clone()))
-                    .collect(),
-            )
+            let live = state
+                .live
+                .iter()
+                .map(|(k, (n, v))| (k.clone(), *n, Some(v.clone())));
+            let dead = state.dead.iter().map(|(k, n)| (k.clone(), *n, None));
+            (state.last, live.chain(dead).collect())
         };
         if items.is_empty() {
             return Ok(0);
@@ -232,12 +265,16 @@ impl Journal {
             }
         }
         let mut state = self.lock();
-        for (k, n, _) in &items {
-            if state.map.get(k).is_some_and(|(m, _)| m == n) {
-                state.map.remove(k);
+        for (k, n, v) in &items {
+            if v.is_some() {
+                if state.live.get(k).is_some_and(|(m, _)| m == n) {
+                    state.live.remove(k);
+                }
+            } else if state.dead.get(k) == Some(n) {
+                state.dead.remove(k);
             }
         }
-        if state.map.is_empty() {
+        if state.is_empty() {
             state.oldest = None;
         }
         Ok(items.len())
@@ -270,10 +307,10 @@ impl Journal {
 
     /// Whether the background drainer should drain now.
     fn due(state: &State) -> bool {
-        if state.map.is_empty() {
+        if state.is_empty() {
             return false;
         }
-        state.map.len() >= MAX_KEYS
+        state.len() >= MAX_KEYS
             || state.last_write.is_some_and(|t| t.elapsed() >= IDLE)
             || state.oldest.is_some_and(|t| t.elapsed() >= MAX_AGE)
     }
@@ -327,24 +364,26 @@ impl Drop for Drainer {
 const CHUNK: usize = 64;
 
 /// The outbox's entries in key order, the journal's over the tree's; removed keys skipped.
+/// The journal's side holds only keys set (removals are kept apart), so a range walks what it
+/// yields, plus tree entries the journal removed.
 pub(crate) struct Merged<'a> {
     journal: &'a Journal,
     /// Where the journal's next chunk starts.
     from: Bound<Vec<u8>>,
     end: Bound<Vec<u8>>,
-    mem: std::collections::VecDeque<(Vec<u8>, Option<IVec>)>,
+    mem: std::collections::VecDeque<(Vec<u8>, IVec)>,
     mem_done: bool,
     disk: std::iter::Peekable<sled::Iter>,
 }
 
 impl Merged<'_> {
     /// The journal's next entry, copying the next chunk when needed.
-    fn peek_mem(&mut self) -> Option<&(Vec<u8>, Option<IVec>)> {
+    fn peek_mem(&mut self) -> Option<&(Vec<u8>, IVec)> {
         if self.mem.is_empty() && !self.mem_done {
             let state = self.journal.lock();
             self.mem.extend(
                 state
-                    .map
+                    .live
                     .range((self.from.clone(), self.end.clone()))
                     .take(CHUNK)
                     .map(|(k, (_, v))| (k.clone(), v.clone())),
@@ -381,16 +420,18 @@ impl Iterator for Merged<'_> {
                 (Some((m, _)), Some(d)) => m.as_slice().cmp(d.as_ref()),
             };
             if order != std::cmp::Ordering::Less {
-                // The tree's entry: shadowed by the journal's when the keys are equal.
+                // The tree's entry: shadowed by the journal's when the keys are equal, gone
+                // if the journal removed it.
                 let (k, v) = self.disk.next()?.ok()?;
                 if order == std::cmp::Ordering::Greater {
+                    if self.journal.removed(&k) {
+                        continue;
+                    }
                     return Some(Ok((k, v)));
                 }
             }
             let (k, v) = self.mem.pop_front()?;
-            if let Some(v) = v {
-                return Some(Ok((IVec::from(k), v)));
-            }
+            return Some(Ok((IVec::from(k), v)));
         }
     }
 }
@@ -515,6 +556,20 @@ mod tests {
         ];
         assert_eq!(seen(&j), want);
         assert_eq!(j.read(b"k2").unwrap(), None);
+        // Set then removed in the journal alone, removed then set again: the last write wins.
+        j.write(vec![(b"k5".to_vec(), Some(b"journal".to_vec()))])
+            .unwrap();
+        j.write(vec![
+            (b"k5".to_vec(), None),
+            (b"k2".to_vec(), Some(b"again".to_vec())),
+        ])
+        .unwrap();
+        let mut again = want.clone();
+        again.insert(1, (b"k2".to_vec(), b"again".to_vec()));
+        assert_eq!(seen(&j), again);
+        assert_eq!(j.read(b"k5").unwrap(), None);
+        j.write(vec![(b"k2".to_vec(), None)]).unwrap();
+        assert_eq!(seen(&j), want);
         // Past one chunk of the journal: every entry once, in order, tree ones between.
         let many: Vec<Write> = (0..(3 * CHUNK as u32))
             .map(|i| (format!("m{:04}", 2 * i).into_bytes(), Some(b"j".to_vec())))
@@ -530,9 +585,9 @@ mod tests {
             .map(|i| format!("m{i:04}").into_bytes())
             .collect();
         assert_eq!(keys, want_keys);
-        assert_eq!(log.len(), 2);
+        assert_eq!(log.len(), 5);
         assert!(!j.is_empty());
-        assert_eq!(j.drain().unwrap(), 3 + 3 * CHUNK);
+        assert_eq!(j.drain().unwrap(), 4 + 3 * CHUNK);
         assert!(j.is_empty());
         assert_eq!(log.len(), 0);
         // The same reads, now from the tree alone.

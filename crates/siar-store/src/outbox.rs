@@ -79,8 +79,15 @@ pub struct QueueStats {
     pub oldest_due: Option<DateTime<Utc>>,
 }
 
+/// A lease on a claimed delivery, with the delivery as it was stored when claimed: its holder
+/// is its only writer until it settles, so that is still the stored record when it does.
+pub(crate) struct Leased {
+    lease: Lease,
+    stored: Delivery,
+}
+
 /// The leases on claimed deliveries, by delivery.
-pub(crate) type Leases = std::collections::HashMap<DeliveryId, Lease>;
+pub(crate) type Leases = std::collections::HashMap<DeliveryId, Leased>;
 
 /// Whether a delivery as stored may be claimed at `now`: pending and due, or (a store
 /// from before leases moved to memory) in flight under a lease that ended.
@@ -94,7 +101,7 @@ fn claimable(d: &Delivery, now: DateTime<Utc>) -> bool {
 
 /// `d` as stored, seen with the lease on it (if any): in flight, the attempt counted.
 fn with_lease(mut d: Delivery, leases: &Leases) -> Delivery {
-    if let Some(l) = leases.get(&d.id) {
+    if let Some(Leased { lease: l, .. }) = leases.get(&d.id) {
         if matches!(d.status, DeliveryStatus::Pending | DeliveryStatus::InFlight) {
             if d.status == DeliveryStatus::Pending {
                 d.attempts = d.attempts.saturating_add(1);
@@ -201,7 +208,7 @@ impl Store {
             let Some(id) = keys::trailing_delivery(&k) else {
                 continue;
             };
-            if leases.get(&id).is_some_and(|l| l.until > now) {
+            if leases.get(&id).is_some_and(|l| l.lease.until > now) {
                 continue;
             }
             let Some(d) = self.stored_delivery(id)? else {
@@ -215,7 +222,13 @@ impl Store {
                 worker: worker.to_owned(),
                 until: now + lease_for,
             };
-            leases.insert(id, lease.clone());
+            leases.insert(
+                id,
+                Leased {
+                    lease: lease.clone(),
+                    stored: d.clone(),
+                },
+            );
             let mut n = d;
             n.status = DeliveryStatus::InFlight;
             n.lease = Some(lease.clone());
@@ -335,13 +348,9 @@ impl Store {
             let id = claim.delivery.id;
             let held = leases
                 .get(&id)
-                .is_some_and(|l| l.token == claim.lease.token);
-            if !held || !settled.insert(id) {
+                .filter(|l| l.lease.token == claim.lease.token);
+            let Some(Leased { stored: d, .. }) = held.filter(|_| settled.insert(id)) else {
                 out.push(Err(StoreError::LeaseLost(id)));
-                continue;
-            }
-            let Some(d) = self.stored_delivery(id)? else {
-                out.push(Err(StoreError::DeliveryNotFound(id)));
                 continue;
             };
             let mut n = d.clone();
@@ -369,7 +378,7 @@ impl Store {
                     n.attempts = claim.delivery.attempts.saturating_sub(1);
                 }
             }
-            writes.extend(crate::tx::delivery_writes(Some(&d), &n));
+            writes.extend(crate::tx::delivery_writes(Some(d), &n));
             if let Some(a) = attempt {
                 writes.push((keys::attempt(id, a.number), Some(crate::encode(a))));
             }
