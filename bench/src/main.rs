@@ -487,7 +487,19 @@ struct Nginx {
 }
 
 impl Drop for Nginx {
+    /// A fast shutdown through the master (SIGTERM), so it stops its workers too: killing the
+    /// master alone leaves them running, orphaned, beside the next benchmark.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        for _ in 0..100 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
