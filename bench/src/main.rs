@@ -14,7 +14,9 @@
 //! - `webhooks` — 1,000 releases published at one moment to 20 instant partners (20,000
 //!   signed deliveries) into an nginx sink that logs each arrival; deliveries per second and
 //!   publish→receipt latency, beside `wrk` posting a body of the same size to the same sink
-//!   over as many connections (20).
+//!   over as many connections (20). A second row sends the same deliveries with siar's
+//!   webhook sender alone (its HTTP client, envelope and signatures, no store, no
+//!   scheduling): the ceiling the whole daemon can reach with that client.
 //! - `mail` — a list of 100,000 (imported with `siar subscribers import`, timed) mailed one
 //!   release through Postfix's `smtp-sink`, beside `smtp-source` sending as many messages of
 //!   the same size over as many sessions (16) to another `smtp-sink`; messages per second
@@ -75,7 +77,7 @@ fn main() -> anyhow::Result<()> {
         match b.as_str() {
             "ingest" => rows.push(rt.block_on(ingest(&opts))?),
             "feeds" => rows.extend(rt.block_on(feeds(&opts))?),
-            "webhooks" => rows.push(rt.block_on(webhooks(&opts))?),
+            "webhooks" => rows.extend(rt.block_on(webhooks(&opts))?),
             "mail" => rows.push(rt.block_on(mail(&opts))?),
             other => bail!("unknown benchmark `{other}` (known: ingest, feeds, webhooks, mail)"),
         }
@@ -747,9 +749,16 @@ impl Sink {
     }
 }
 
-async fn webhooks(o: &Options) -> anyhow::Result<Row> {
+async fn webhooks(o: &Options) -> anyhow::Result<Vec<Row>> {
     let mut row = Row {
         name: "webhooks: deliveries/s".into(),
+        unit: "/s",
+        siar: Vec::new(),
+        reference_name: "wrk POST, same sink, 20 conns".into(),
+        reference: Vec::new(),
+    };
+    let mut sender = Row {
+        name: "webhooks: sender alone".into(),
         unit: "/s",
         siar: Vec::new(),
         reference_name: "wrk POST, same sink, 20 conns".into(),
@@ -759,14 +768,77 @@ async fn webhooks(o: &Options) -> anyhow::Result<Row> {
         eprintln!("webhooks round {}/{}", round + 1, o.rounds);
         let sink = start_sink()?;
         let (run, body_len) = webhooks_siar(&sink).await?;
+        drop(sink);
+        let sink = start_sink()?;
+        let alone = webhooks_sender_alone(&sink, body_len).await?;
+        drop(sink);
         let sink_ref = start_sink()?;
         let reference = webhooks_wrk(o, &sink_ref, body_len)?;
         drop(sink_ref);
-        drop(sink);
         row.siar.push(run);
+        sender.siar.push(alone);
+        sender.reference.push(Run {
+            ops: reference.ops,
+            elapsed: reference.elapsed,
+            latency: reference.latency.clone(),
+        });
         row.reference.push(reference);
     }
-    Ok(row)
+    Ok(vec![row, sender])
+}
+
+/// The same 20,000 deliveries sent by siar's webhook sender alone: 20 partners, one request at
+/// a time each, every body enveloped and signed, no store and no scheduling.
+async fn webhooks_sender_alone(sink: &Sink, body_len: usize) -> anyhow::Result<Run> {
+    use siar_fanout::webhook;
+    let client = webhook::client(true, "siar-bench").map_err(anyhow::Error::msg)?;
+    let secrets = webhook::Secret::parse_list("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+        .map_err(anyhow::Error::msg)?;
+    let data = Arc::new(format!(
+        "{{\"data\":\"{}\"}}",
+        "x".repeat(body_len.saturating_sub(80))
+    ));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for p in 0..WEBHOOK_PARTNERS {
+        let (client, secrets, data) = (client.clone(), secrets.clone(), data.clone());
+        let url = webhook::target(&format!("{}/p/p{p}", sink.base)).map_err(anyhow::Error::msg)?;
+        tasks.spawn(async move {
+            let mut latency = Histogram::<u64>::new(3)?;
+            for r in 0..WEBHOOK_RELEASES {
+                let now = chrono::Utc::now();
+                let body = webhook::envelope_raw("release.published", now, data.as_bytes());
+                let id = format!("r{r}.v1.published");
+                let t = Instant::now();
+                let res = webhook::attempt(
+                    &client,
+                    &url,
+                    &id,
+                    &secrets,
+                    body,
+                    &[],
+                    Duration::from_secs(15),
+                    now,
+                )
+                .await;
+                if res.status != Some(204) {
+                    bail!("the sink answered {:?}: {}", res.status, res.error);
+                }
+                latency.record(t.elapsed().as_micros() as u64 + 1)?;
+            }
+            anyhow::Ok(latency)
+        });
+    }
+    let mut latency = Histogram::<u64>::new(3)?;
+    while let Some(h) = tasks.join_next().await {
+        latency.add(h??)?;
+    }
+    let elapsed = started.elapsed();
+    Ok(Run {
+        ops: WEBHOOK_PARTNERS * WEBHOOK_RELEASES,
+        elapsed,
+        latency,
+    })
 }
 
 const WEBHOOK_PARTNERS: usize = 20;

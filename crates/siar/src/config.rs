@@ -516,6 +516,18 @@ impl Config {
             }
             if !is_http_url(&p.url) {
                 err(key("url"), format!("`{}` is not an http(s) URL", p.url));
+            } else if let Err(e) = siar_fanout::webhook::target(&p.url) {
+                err(key("url"), e);
+            }
+            for (name, value) in &p.headers {
+                if axum::http::HeaderName::from_bytes(name.as_bytes()).is_err()
+                    || axum::http::HeaderValue::from_str(value).is_err()
+                {
+                    err(
+                        key("headers"),
+                        format!("`{name}` is not a valid HTTP header name and value"),
+                    );
+                }
             }
             if !matches!(p.format.as_str(), "ninjs" | "radio-script") {
                 err(

@@ -106,9 +106,9 @@ struct Partner {
     config: PartnerConfig,
     /// `config.url`, parsed once; or why no attempt may go there (unparsable, which
     /// check-config refuses; or a private address literal without `allow_private`).
-    url: Result<reqwest::Url, (&'static str, String)>,
+    url: Result<axum::http::Uri, (&'static str, String)>,
     secrets: Vec<Secret>,
-    client: reqwest::Client,
+    client: webhook::Client,
     breaker: Mutex<Breaker>,
     /// Start times of recent attempts, for `rate_per_minute`.
     recent: Mutex<std::collections::VecDeque<DateTime<Utc>>>,
@@ -213,7 +213,8 @@ impl Engine {
             let client = webhook::client(
                 p.allow_private,
                 concat!("siar/", env!("CARGO_PKG_VERSION"), " (webhooks)"),
-            )?;
+            )
+            .map_err(anyhow::Error::msg)?;
             reschedule_if_changed(app, p)?;
             let disabled = app.store.meta_get::<Disabled>(&disabled_key(&p.id))?;
             if let Some(d) = &disabled {
@@ -226,8 +227,7 @@ impl Engine {
                     config: p.clone(),
                     url: match webhook::check_literal(&p.url) {
                         Err(e) if !p.allow_private => Err(("refused_address", e)),
-                        _ => reqwest::Url::parse(&p.url)
-                            .map_err(|e| ("invalid_url", format!("{}: {e}", p.url))),
+                        _ => webhook::target(&p.url).map_err(|e| ("invalid_url", e)),
                     },
                     secrets: secrets.get(&p.id).cloned().unwrap_or_default(),
                     client,
@@ -622,7 +622,7 @@ async fn deliver(app: &App, engine: &Engine, p: &Partner, claim: Claim) -> Outco
         Ok(url) => {
             webhook::attempt(
                 &p.client,
-                url.clone(),
+                url,
                 &d.stable_id(),
                 &p.secrets,
                 body,
