@@ -601,6 +601,67 @@ mod tests {
         assert!(check_literal("https://mc.kalselprov.go.id/hook").is_ok());
     }
 
+    /// A plain-HTTP endpoint answers an `http` partner, and an `https` one is refused there: the
+    /// client speaks TLS for https (and checks the certificate, which a plain server lacks).
+    #[tokio::test]
+    async fn https_partners_get_tls() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0; 65536];
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        // Good enough for one small request per read.
+                        if s.write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        let client = client(true, "siar-test").unwrap();
+        let send = |scheme: &str| {
+            let url = target(&format!("{scheme}://127.0.0.1:{port}/hook")).unwrap();
+            let client = client.clone();
+            async move {
+                attempt(
+                    &client,
+                    &url,
+                    "id",
+                    &[],
+                    b"{}".to_vec(),
+                    &[("authorization".into(), "Bearer t".into())],
+                    Duration::from_secs(5),
+                    Utc::now(),
+                )
+                .await
+            }
+        };
+        let plain = send("http").await;
+        assert_eq!(plain.verdict, Verdict::Delivered, "{plain:?}");
+        assert_eq!(plain.status, Some(204));
+        let tls = send("https").await;
+        assert_eq!(tls.status, None, "{tls:?}");
+        assert_eq!(tls.error_class, "connect", "{tls:?}");
+        assert!(matches!(tls.verdict, Verdict::Retry { .. }), "{tls:?}");
+    }
+
+    #[test]
+    fn only_http_urls_without_credentials_are_targets() {
+        assert!(target("https://mc.kalselprov.go.id/hook?x=1").is_ok());
+        assert!(target("ftp://mc.kalselprov.go.id/hook").is_err());
+        assert!(target("https://user:pw@mc.kalselprov.go.id/hook").is_err());
+        assert!(target("not a url").is_err());
+    }
+
     #[tokio::test]
     async fn names_resolving_to_private_addresses_are_refused() {
         let client = client(false, "siar-test").unwrap();
