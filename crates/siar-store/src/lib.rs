@@ -24,6 +24,7 @@
 //! ```
 
 mod backup;
+mod codec;
 mod flusher;
 mod journal;
 mod keys;

@@ -318,7 +318,7 @@ impl Store {
         }
         for v in self.outbox.scan_prefix(b"D").values() {
             let v = v.map_err(StoreError::storage("indexing partners"))?;
-            let d: Delivery = decode(&v, "delivery")?;
+            let d = crate::codec::decode_delivery(&v)?;
             if let Some(k) = crate::tx::partner_due_key(&d) {
                 self.outbox
                     .insert(k, &[])
@@ -505,7 +505,7 @@ impl Store {
     fn stored_delivery(&self, id: DeliveryId) -> Result<Option<Delivery>> {
         self.journal
             .read(&keys::delivery(id))?
-            .map(|v| decode(&v, "delivery"))
+            .map(|v| crate::codec::decode_delivery(&v))
             .transpose()
     }
 
@@ -644,7 +644,7 @@ impl Store {
         let mut indexed = std::collections::BTreeSet::new();
         for kv in self.outbox.scan_prefix(b"D") {
             let (_, v) = kv.map_err(StoreError::storage("checking the outbox"))?;
-            let d: Delivery = decode(&v, "delivery")?;
+            let d = crate::codec::decode_delivery(&v)?;
             let has = |k: Vec<u8>| self.outbox.contains_key(k).unwrap_or(false);
             if !has(keys::by_status(d.status, d.id)) {
                 problems.push(format!("{}: no status index entry", d.id));

@@ -133,7 +133,15 @@ impl Tx<'_> {
     }
 
     pub fn delivery(&self, id: siar_model::DeliveryId) -> TxResult<Option<Delivery>> {
-        read(self.out.get(keys::delivery(id))?, "delivery")
+        match self
+            .out
+            .get(keys::delivery(id))?
+            .map(|v| crate::codec::decode_delivery(&v))
+        {
+            Some(Ok(d)) => Ok(Some(d)),
+            Some(Err(e)) => abort(e),
+            None => Ok(None),
+        }
     }
 
     /// Writes a delivery and keeps its index entries in step with its status (see
@@ -191,7 +199,10 @@ pub(crate) fn delivery_writes(
     if old.is_none_or(|o| o.status != new.status) {
         w.push((keys::by_status(new.status, new.id), Some(Vec::new())));
     }
-    w.push((keys::delivery(new.id), Some(encode(new))));
+    w.push((
+        keys::delivery(new.id),
+        Some(crate::codec::encode_delivery(new)),
+    ));
     w
 }
 

@@ -412,6 +412,7 @@ async fn partner_worker(
         let mut outcomes = Vec::new();
         let mut rate_pause = None;
         let mut stopped_early = false;
+        let mut inline = None;
         loop {
             while running.len() < p.config.concurrency && !stopped_early {
                 let Some(claim) = pending.next() else { break };
@@ -423,11 +424,20 @@ async fn partner_worker(
                     stopped_early = true;
                     break;
                 }
+                if p.config.concurrency <= 1 {
+                    // In order, one at a time: no task to spawn.
+                    inline = Some(deliver(&app, &engine, &p, claim).await);
+                    break;
+                }
                 let (app, engine, p) = (app.clone(), engine.clone(), p.clone());
                 running.spawn(async move { deliver(&app, &engine, &p, claim).await });
             }
-            let Some(done) = running.join_next().await else {
-                break;
+            let done = match inline.take() {
+                Some(o) => Ok(o),
+                None => match running.join_next().await {
+                    Some(done) => done,
+                    None => break,
+                },
             };
             match done {
                 Ok(o) => {
