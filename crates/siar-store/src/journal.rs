@@ -20,7 +20,9 @@
 //! retractions, an operator's retry, re-timing a partner's queue) drain the journal first,
 //! under the locks that keep the deliveries they touch from being written meanwhile.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::ops::Bound;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -87,7 +87,7 @@ pub(crate) struct Leased {
 }
 
 /// The leases on claimed deliveries, by delivery.
-pub(crate) type Leases = std::collections::HashMap<DeliveryId, Leased>;
+pub(crate) type Leases = rustc_hash::FxHashMap<DeliveryId, Leased>;
 
 /// Whether a delivery as stored may be claimed at `now`: pending and due, or (a store
 /// from before leases moved to memory) in flight under a lease that ended.
@@ -342,7 +342,7 @@ impl Store {
         }
         let mut leases = self.leases.lock();
         let mut writes = Vec::with_capacity(items.len() * 7);
-        let mut settled = std::collections::HashSet::new();
+        let mut settled = rustc_hash::FxHashSet::default();
         let mut out = Vec::with_capacity(items.len());
         for (claim, how, attempt) in items {
             let id = claim.delivery.id;

@@ -20,7 +20,7 @@
 //! step's record was removed.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 
 use sled::transaction::ConflictableTransactionError;
 use sled::IVec;
