@@ -19,8 +19,8 @@
 //! schedule entry, when publishing what came due), so no transaction wrote them before the
 //! step's record was removed.
 
-use std::cell::RefCell;
 use rustc_hash::FxHashMap as HashMap;
+use std::cell::RefCell;
 
 use sled::transaction::ConflictableTransactionError;
 use sled::IVec;

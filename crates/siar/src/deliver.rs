@@ -107,6 +107,8 @@ struct Partner {
     /// `config.url`, parsed once; or why no attempt may go there (unparsable, which
     /// check-config refuses; or a private address literal without `allow_private`).
     url: Result<axum::http::Uri, (&'static str, String)>,
+    /// Which rendering this partner takes (see [`PayloadKey`]).
+    payload_format: usize,
     secrets: Vec<Secret>,
     client: webhook::Client,
     breaker: Mutex<Breaker>,
@@ -185,8 +187,41 @@ impl Partner {
     }
 }
 
-/// (release, version, event, format): what a payload is rendered from.
-type PayloadKey = (siar_model::ReleaseId, u32, Event, String);
+/// (release, version, event, format): what a payload is rendered from. The format is a
+/// number the engine gives each distinct (format, word budget).
+type PayloadKey = (siar_model::ReleaseId, u32, Event, usize);
+
+/// How many payloads each generation of [`Payloads`] keeps.
+const PAYLOAD_CACHE: usize = 1024;
+
+/// Rendered payloads, the recently used kept: two generations of up to [`PAYLOAD_CACHE`]; a
+/// payload found in the older one moves to the younger, and when the younger is full the
+/// older is dropped. Partners working through a backlog at different paces keep finding
+/// what the first of them rendered (a cache emptied when full made the stragglers render
+/// everything again).
+#[derive(Default)]
+struct Payloads {
+    young: HashMap<PayloadKey, Arc<Vec<u8>>>,
+    old: HashMap<PayloadKey, Arc<Vec<u8>>>,
+}
+
+impl Payloads {
+    fn get(&mut self, key: &PayloadKey) -> Option<Arc<Vec<u8>>> {
+        if let Some(v) = self.young.get(key) {
+            return Some(v.clone());
+        }
+        let v = self.old.remove(key)?;
+        self.insert(*key, v.clone());
+        Some(v)
+    }
+
+    fn insert(&mut self, key: PayloadKey, v: Arc<Vec<u8>>) {
+        if self.young.len() >= PAYLOAD_CACHE {
+            self.old = std::mem::take(&mut self.young);
+        }
+        self.young.insert(key, v);
+    }
+}
 
 /// The engine's partners, by id.
 pub struct Engine {
@@ -194,7 +229,7 @@ pub struct Engine {
     worker: String,
     /// Rendered payloads by (release, version, event, format): twenty partners of one format
     /// share one rendering.
-    payloads: Mutex<HashMap<PayloadKey, Arc<Vec<u8>>>>,
+    payloads: Mutex<Payloads>,
 }
 
 impl Engine {
@@ -209,7 +244,23 @@ impl Engine {
             )
         })?;
         let mut partners = BTreeMap::new();
+        let mut formats: Vec<(String, usize)> = Vec::new();
         for p in app.config.partners.iter().filter(|p| p.enabled) {
+            let format = (
+                p.format.clone(),
+                if p.format == "radio-script" {
+                    p.words
+                } else {
+                    0
+                },
+            );
+            let payload_format = match formats.iter().position(|f| *f == format) {
+                Some(i) => i,
+                None => {
+                    formats.push(format);
+                    formats.len() - 1
+                }
+            };
             let client = webhook::client(
                 p.allow_private,
                 concat!("siar/", env!("CARGO_PKG_VERSION"), " (webhooks)"),
@@ -229,6 +280,7 @@ impl Engine {
                         Err(e) if !p.allow_private => Err(("refused_address", e)),
                         _ => webhook::target(&p.url).map_err(|e| ("invalid_url", e)),
                     },
+                    payload_format,
                     secrets: secrets.get(&p.id).cloned().unwrap_or_default(),
                     client,
                     breaker: Mutex::new(Breaker {
@@ -535,29 +587,24 @@ fn cached_payload(
     p: &Partner,
     d: &Delivery,
 ) -> siar_store::Result<Option<Arc<Vec<u8>>>> {
-    let format = if p.config.format == "radio-script" {
-        format!("radio-script:{}", p.config.words)
-    } else {
-        p.config.format.clone()
-    };
-    let key = (d.release_id, d.version, d.event, format);
+    let key = (d.release_id, d.version, d.event, p.payload_format);
     if let Some(v) = engine
         .payloads
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .get(&key)
     {
-        return Ok(Some(v.clone()));
+        return Ok(Some(v));
     }
     let Some(release) = release_for(app, d)? else {
         return Ok(None);
     };
     let v = Arc::new(serde_json::to_vec(&payload(app, p, &release)).unwrap_or_default());
-    let mut cache = engine.payloads.lock().unwrap_or_else(|e| e.into_inner());
-    if cache.len() >= 512 {
-        cache.clear();
-    }
-    cache.insert(key, v.clone());
+    engine
+        .payloads
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, v.clone());
     Ok(Some(v))
 }
 
@@ -785,6 +832,29 @@ fn disable(app: &App, p: &Partner, now: DateTime<Utc>, reason: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn payload_cache_keeps_what_was_used_recently() {
+        let id = siar_model::ReleaseId::new();
+        let key = |n: usize| (id, n as u32, Event::Published, 0);
+        let v = Arc::new(b"{}".to_vec());
+        let mut c = Payloads::default();
+        for n in 0..PAYLOAD_CACHE {
+            c.insert(key(n), v.clone());
+        }
+        // The first generation fills and ages; what is asked for again moves along.
+        for n in PAYLOAD_CACHE..2 * PAYLOAD_CACHE {
+            c.insert(key(n), v.clone());
+        }
+        assert!(c.get(&key(5)).is_some());
+        for n in 2 * PAYLOAD_CACHE..3 * PAYLOAD_CACHE {
+            c.insert(key(n), v.clone());
+        }
+        assert!(c.get(&key(5)).is_some(), "used recently: kept");
+        assert!(c.get(&key(6)).is_none(), "not used for two generations: dropped");
+        assert!(c.get(&key(3 * PAYLOAD_CACHE - 1)).is_some());
+        assert!(c.young.len() + c.old.len() <= 2 * PAYLOAD_CACHE);
+    }
 
     #[test]
     fn backoff_follows_the_schedule_with_jitter() {
