@@ -851,7 +851,10 @@ mod tests {
             c.insert(key(n), v.clone());
         }
         assert!(c.get(&key(5)).is_some(), "used recently: kept");
-        assert!(c.get(&key(6)).is_none(), "not used for two generations: dropped");
+        assert!(
+            c.get(&key(6)).is_none(),
+            "not used for two generations: dropped"
+        );
         assert!(c.get(&key(3 * PAYLOAD_CACHE - 1)).is_some());
         assert!(c.young.len() + c.old.len() <= 2 * PAYLOAD_CACHE);
     }
