@@ -250,6 +250,9 @@ impl Store {
         })?;
         self.apply_batches(&mut batches)?;
         self.flush_blocking()?;
+        // A backup of an older store may bring index entries this one no longer keeps.
+        self.meta_put("webhook-queue-index-dropped", &false)?;
+        self.drop_webhook_queue_index()?;
         debug_assert_eq!(summary, expected);
         Ok(summary)
     }

@@ -176,6 +176,7 @@ impl Store {
             store.flush_blocking()?;
         }
         store.index_partners()?;
+        store.drop_webhook_queue_index()?;
         if undone > 0 {
             tracing::warn!(
                 steps = undone,

@@ -29,14 +29,16 @@
 //! ## Key layout (`outbox` tree)
 //!
 //! ```text
-//! D delivery_id                          → Delivery (JSON)
-//! Q queue:u8 at_ms:u64 delivery_id       → ()   pending or in flight, at due_at
+//! D delivery_id                          → Delivery (binary, see `codec`; JSON before)
+//! Q queue:u8 at_ms:u64 delivery_id       → ()   pending or in flight, at due_at (lists
+//!                                               and emails; webhooks are under P)
 //! T status:u8 delivery_id                → ()   deliveries by status
 //! U release_id version:u32 event:u8 target → delivery_id   one delivery per (version, event,
 //!                                               target); by release, a release's deliveries
 //! A delivery_id attempt:u32              → Attempt (JSON)   the attempt log
-//! P partner 0 at_ms:u64 delivery_id      → ()   a partner's webhooks, like Q: one partner's
-//!                                               worker claims without scanning the others
+//! P partner 0 at_ms:u64 delivery_id      → ()   a partner's webhooks, pending or in flight,
+//!                                               at due_at: one partner's worker claims
+//!                                               without scanning the others
 //! ```
 //! `queue` is `w` (webhooks), `l` (list expansion) or `e` (one email); `status` is the first
 //! letter of the status, `i` for in flight.
@@ -160,7 +162,29 @@ impl Store {
         worker: &str,
         accept: &mut dyn FnMut(&Delivery) -> bool,
     ) -> Result<Vec<Claim>> {
-        self.claim_from(keys::due_prefix(queue), now, lease_for, max, worker, accept)
+        if queue != Queue::Webhook {
+            return self.claim_from(keys::due_prefix(queue), now, lease_for, max, worker, accept);
+        }
+        // Webhooks are indexed by partner: every partner's due ones, oldest due first.
+        let now_ms = u64::try_from(now.timestamp_millis()).unwrap_or(0);
+        let mut due = Vec::new();
+        for kv in self.journal.prefix(b"P") {
+            let (k, _) = kv?;
+            if let (Some(at), Some(id)) = (keys::trailing_ms(&k), keys::trailing_delivery(&k)) {
+                if at <= now_ms {
+                    due.push((at, id));
+                }
+            }
+        }
+        due.sort_unstable();
+        self.claim_ids(
+            due.into_iter().map(|(_, id)| id),
+            now,
+            lease_for,
+            max,
+            worker,
+            accept,
+        )
     }
 
     /// Claims up to `max` webhook deliveries of `partner` that are due at `now`, oldest due
@@ -197,17 +221,42 @@ impl Store {
         let mut end = prefix.clone();
         end.extend_from_slice(&keys::ms(now));
         end.extend_from_slice(&[0xFF; 16]);
+        let mut failed = None;
+        let ids = self
+            .journal
+            .range(prefix, std::ops::Bound::Included(end))
+            .map_while(|kv| match kv {
+                Ok((k, _)) => Some(keys::trailing_delivery(&k)),
+                Err(e) => {
+                    failed = Some(e);
+                    None
+                }
+            })
+            .flatten();
+        let claims = self.claim_ids(ids, now, lease_for, max, worker, accept)?;
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(claims),
+        }
+    }
+
+    /// Claims up to `max` of the deliveries `ids` (due ones, in the order to claim them).
+    fn claim_ids(
+        &self,
+        ids: impl Iterator<Item = DeliveryId>,
+        now: DateTime<Utc>,
+        lease_for: Duration,
+        max: usize,
+        worker: &str,
+        accept: &mut dyn FnMut(&Delivery) -> bool,
+    ) -> Result<Vec<Claim>> {
         let token = ulid::Ulid::new().to_string();
         let mut leases = self.leases.lock();
         let mut claims = Vec::new();
-        for kv in self.journal.range(prefix, std::ops::Bound::Included(end)) {
+        for id in ids {
             if claims.len() >= max {
                 break;
             }
-            let (k, _) = kv?;
-            let Some(id) = keys::trailing_delivery(&k) else {
-                continue;
-            };
             if leases.get(&id).is_some_and(|l| l.lease.until > now) {
                 continue;
             }
@@ -619,7 +668,13 @@ impl Store {
     pub fn queue_stats(&self, queue: Queue, now: DateTime<Utc>) -> Result<QueueStats> {
         let mut s = QueueStats::default();
         let now_ms = u64::try_from(now.timestamp_millis()).unwrap_or(0);
-        for kv in self.journal.prefix(&keys::due_prefix(queue)) {
+        // Webhooks are indexed by partner, so not in due order: the oldest is the least.
+        let prefix = match queue {
+            Queue::Webhook => b"P".to_vec(),
+            q => keys::due_prefix(q),
+        };
+        let mut oldest = None;
+        for kv in self.journal.prefix(&prefix) {
             let (k, _) = kv?;
             let Some(at) = keys::trailing_ms(&k) else {
                 continue;
@@ -628,11 +683,35 @@ impl Store {
             if at <= now_ms {
                 s.due_now += 1;
             }
-            if s.oldest_due.is_none() {
-                s.oldest_due = DateTime::from_timestamp_millis(i64::try_from(at).unwrap_or(0));
-            }
+            oldest = Some(oldest.map_or(at, |o: u64| o.min(at)));
         }
+        s.oldest_due =
+            oldest.and_then(|at| DateTime::from_timestamp_millis(i64::try_from(at).ok()?));
         Ok(s)
+    }
+
+    /// Removes the webhooks' entries from the queue due index, once: stores written before
+    /// webhooks were indexed by partner alone have them.
+    pub(crate) fn drop_webhook_queue_index(&self) -> Result<()> {
+        if self
+            .meta_get::<bool>("webhook-queue-index-dropped")?
+            .unwrap_or(false)
+        {
+            return Ok(());
+        }
+        self.journal.drain()?;
+        for k in self
+            .outbox
+            .scan_prefix(keys::due_prefix(Queue::Webhook))
+            .keys()
+        {
+            let k = k.map_err(StoreError::storage("dropping the webhook queue index"))?;
+            self.outbox
+                .remove(k)
+                .map_err(StoreError::storage("dropping the webhook queue index"))?;
+        }
+        self.meta_put("webhook-queue-index-dropped", &true)?;
+        self.flush_blocking()
     }
 
     /// Checks that every delivery's index entries agree with its record, and that no index
@@ -701,5 +780,39 @@ impl Store {
             ));
         }
         Ok(problems)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store from before webhooks were indexed by partner alone has their entries in the
+    /// queue due index: opening it removes them, once, and the outbox checks clean.
+    #[test]
+    fn old_webhook_queue_entries_are_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = DeliveryId::at(Utc::now());
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store
+                .outbox
+                .insert(keys::due(Queue::Webhook, Utc::now(), id), &[])
+                .unwrap();
+            store
+                .meta_put("webhook-queue-index-dropped", &false)
+                .unwrap();
+            assert_eq!(store.check_outbox().unwrap().len(), 1, "stale entry seen");
+            store.flush_blocking().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            store
+                .outbox
+                .scan_prefix(keys::due_prefix(Queue::Webhook))
+                .count(),
+            0
+        );
+        assert_eq!(store.check_outbox().unwrap(), Vec::<String>::new());
     }
 }

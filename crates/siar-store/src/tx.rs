@@ -221,6 +221,10 @@ pub(crate) fn partner_due_key(d: &Delivery) -> Option<Vec<u8>> {
 
 pub(crate) fn due_key(d: &Delivery) -> Option<Vec<u8>> {
     let q = d.target.queue();
+    if q == siar_model::Queue::Webhook {
+        // Webhooks are indexed by partner alone (see `partner_due_key`).
+        return None;
+    }
     match d.status {
         // In flight: still at its due time; a claim skips it while its lease lives.
         DeliveryStatus::Pending | DeliveryStatus::InFlight => Some(keys::due(q, d.due_at, d.id)),
