@@ -50,7 +50,7 @@ use siar_model::{
 };
 
 use crate::tx::{abort, due_key, Tx, TxResult};
-use crate::{decode, keys, Result, Store, StoreError};
+use crate::{keys, Result, Store, StoreError};
 
 /// A claimed delivery and the lease that lets its holder settle it.
 #[derive(Clone, Debug)]
@@ -429,7 +429,10 @@ impl Store {
             }
             writes.extend(crate::tx::delivery_writes(Some(d), &n));
             if let Some(a) = attempt {
-                writes.push((keys::attempt(id, a.number), Some(crate::encode(a))));
+                writes.push((
+                    keys::attempt(id, a.number),
+                    Some(crate::codec::encode_attempt(a)),
+                ));
             }
             out.push(Ok(n));
         }
@@ -540,7 +543,7 @@ impl Store {
     pub fn attempts(&self, id: DeliveryId) -> Result<Vec<Attempt>> {
         self.journal
             .prefix(&keys::attempts_prefix(id))
-            .map(|kv| decode(&kv?.1, "attempt"))
+            .map(|kv| crate::codec::decode_attempt(&kv?.1))
             .collect()
     }
 
