@@ -15,8 +15,8 @@
 //!   signed deliveries) into an nginx sink that logs each arrival; deliveries per second and
 //!   publish→receipt latency, beside `wrk` posting a body of the same size to the same sink
 //!   over as many connections (20). A second row sends the same deliveries with siar's
-//!   webhook sender alone (its HTTP client, envelope and signatures, no store, no
-//!   scheduling): the ceiling the whole daemon can reach with that client.
+//!   webhook sender alone (its HTTP client, envelope and signatures on its threads, no store,
+//!   no scheduling): the ceiling the whole daemon can reach with that sender.
 //! - `mail` — a list of 100,000 (imported with `siar subscribers import`, timed) mailed one
 //!   release through Postfix's `smtp-sink`, beside `smtp-source` sending as many messages of
 //!   the same size over as many sessions (16) to another `smtp-sink`; messages per second
@@ -770,7 +770,7 @@ async fn webhooks(o: &Options) -> anyhow::Result<Vec<Row>> {
         let (run, body_len) = webhooks_siar(&sink).await?;
         drop(sink);
         let sink = start_sink()?;
-        let alone = webhooks_sender_alone(&sink, body_len).await?;
+        let alone = webhooks_sender_alone(&sink, body_len)?;
         drop(sink);
         let sink_ref = start_sink()?;
         let reference = webhooks_wrk(o, &sink_ref, body_len)?;
@@ -787,56 +787,86 @@ async fn webhooks(o: &Options) -> anyhow::Result<Vec<Row>> {
     Ok(vec![row, sender])
 }
 
-/// The same 20,000 deliveries sent by siar's webhook sender alone: 20 partners, one request at
-/// a time each, every body enveloped and signed, no store and no scheduling.
-async fn webhooks_sender_alone(sink: &Sink, body_len: usize) -> anyhow::Result<Run> {
+/// The same 20,000 deliveries sent by siar's webhook sender alone, arranged as the daemon
+/// arranges it: one single-threaded runtime per core, each with its share of the 20 partners,
+/// one request at a time per partner, every body enveloped and signed; no store and no
+/// scheduling.
+fn webhooks_sender_alone(sink: &Sink, body_len: usize) -> anyhow::Result<Run> {
     use siar_fanout::webhook;
-    let client = webhook::client(true, "siar-bench").map_err(anyhow::Error::msg)?;
-    let secrets = webhook::Secret::parse_list("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
-        .map_err(anyhow::Error::msg)?;
+    let shards = std::thread::available_parallelism().map_or(1, |n| n.get());
     let data = Arc::new(format!(
         "{{\"data\":\"{}\"}}",
         "x".repeat(body_len.saturating_sub(80))
     ));
     let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for p in 0..WEBHOOK_PARTNERS {
-        let (client, secrets, data) = (client.clone(), secrets.clone(), data.clone());
-        let url = webhook::target(&format!("{}/p/p{p}", sink.base)).map_err(anyhow::Error::msg)?;
-        tasks.spawn(async move {
-            let mut latency = Histogram::<u64>::new(3)?;
-            for r in 0..WEBHOOK_RELEASES {
-                let now = chrono::Utc::now();
-                let body = webhook::envelope_raw("release.published", now, data.as_bytes());
-                let id = format!("r{r}.v1.published");
-                let t = Instant::now();
-                let res = webhook::attempt(
-                    &client,
-                    &url,
-                    &id,
-                    &secrets,
-                    body,
-                    &[],
-                    Duration::from_secs(15),
-                    now,
-                )
-                .await;
-                if res.status != Some(204) {
-                    bail!("the sink answered {:?}: {}", res.status, res.error);
-                }
-                latency.record(t.elapsed().as_micros() as u64 + 1)?;
-            }
-            anyhow::Ok(latency)
-        });
+    let mut threads = Vec::new();
+    for shard in 0..shards {
+        let (base, data) = (sink.base.clone(), data.clone());
+        threads.push(std::thread::spawn(
+            move || -> anyhow::Result<Histogram<u64>> {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async move {
+                    let client = webhook::client(true, "siar-bench").map_err(anyhow::Error::msg)?;
+                    let secrets =
+                        webhook::Secret::parse_list("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+                            .map_err(anyhow::Error::msg)?;
+                    let mut tasks = tokio::task::JoinSet::new();
+                    for p in (shard..WEBHOOK_PARTNERS).step_by(shards) {
+                        let (client, secrets, data) =
+                            (client.clone(), secrets.clone(), data.clone());
+                        let url = webhook::target(&format!("{base}/p/p{p}"))
+                            .map_err(anyhow::Error::msg)?;
+                        tasks.spawn(async move {
+                            let mut latency = Histogram::<u64>::new(3)?;
+                            for r in 0..WEBHOOK_RELEASES {
+                                let now = chrono::Utc::now();
+                                let body = webhook::envelope_raw(
+                                    "release.published",
+                                    now,
+                                    data.as_bytes(),
+                                );
+                                let id = format!("r{r}.v1.published");
+                                let t = Instant::now();
+                                let res = webhook::attempt(
+                                    &client,
+                                    &url,
+                                    &id,
+                                    &secrets,
+                                    body,
+                                    &[],
+                                    Duration::from_secs(15),
+                                    now,
+                                )
+                                .await;
+                                if res.status != Some(204) {
+                                    bail!("the sink answered {:?}: {}", res.status, res.error);
+                                }
+                                latency.record(t.elapsed().as_micros() as u64 + 1)?;
+                            }
+                            anyhow::Ok(latency)
+                        });
+                    }
+                    let mut latency = Histogram::<u64>::new(3)?;
+                    while let Some(h) = tasks.join_next().await {
+                        latency.add(h??)?;
+                    }
+                    anyhow::Ok(latency)
+                })
+            },
+        ));
     }
     let mut latency = Histogram::<u64>::new(3)?;
-    while let Some(h) = tasks.join_next().await {
-        latency.add(h??)?;
+    for t in threads {
+        let h = t
+            .join()
+            .map_err(|_| anyhow::anyhow!("a sender thread panicked"))??;
+        latency.add(h)?;
     }
-    let elapsed = started.elapsed();
     Ok(Run {
         ops: WEBHOOK_PARTNERS * WEBHOOK_RELEASES,
-        elapsed,
+        elapsed: started.elapsed(),
         latency,
     })
 }
