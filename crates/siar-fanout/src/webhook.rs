@@ -29,9 +29,10 @@ use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-/// A signing secret: the bytes behind `whsec_<base64>`.
+/// A signing secret: the bytes behind `whsec_<base64>`, kept as the HMAC keyed with them (the
+/// key is prepared once, not on every signature).
 #[derive(Clone)]
-pub struct Secret(Vec<u8>);
+pub struct Secret(Hmac<Sha256>);
 
 impl std::fmt::Debug for Secret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -52,7 +53,10 @@ impl Secret {
                 bytes.len()
             ));
         }
-        Ok(Self(bytes))
+        // HMAC takes a key of any length.
+        let mac = <Hmac<Sha256> as Mac>::new_from_slice(&bytes)
+            .map_err(|e| format!("not a usable HMAC key: {e}"))?;
+        Ok(Self(mac))
     }
 
     /// Every secret in `s`, separated by spaces or commas (several during a rotation).
@@ -66,25 +70,23 @@ impl Secret {
 
 /// The `webhook-signature` header value for `id`, `timestamp` (Unix seconds) and `body`.
 pub fn signature(secrets: &[Secret], id: &str, timestamp: i64, body: &[u8]) -> String {
-    secrets
-        .iter()
-        .map(|s| {
-            // HMAC takes a key of any length.
-            let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&s.0)
-                .unwrap_or_else(|_| unreachable!("HMAC accepts every key length"));
-            mac.update(id.as_bytes());
-            mac.update(b".");
-            mac.update(timestamp.to_string().as_bytes());
-            mac.update(b".");
-            mac.update(body);
-            let tag = mac.finalize().into_bytes();
-            format!(
-                "v1,{}",
-                base64::engine::general_purpose::STANDARD.encode(tag)
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    let timestamp = timestamp.to_string();
+    let mut out = String::with_capacity(secrets.len() * 48);
+    for (i, s) in secrets.iter().enumerate() {
+        let mut mac = s.0.clone();
+        mac.update(id.as_bytes());
+        mac.update(b".");
+        mac.update(timestamp.as_bytes());
+        mac.update(b".");
+        mac.update(body);
+        if i > 0 {
+            out.push(' ');
+        }
+        out.push_str("v1,");
+        base64::engine::general_purpose::STANDARD
+            .encode_string(mac.finalize().into_bytes(), &mut out);
+    }
+    out
 }
 
 /// The body every partner gets: `{"type", "timestamp", "data"}`.
