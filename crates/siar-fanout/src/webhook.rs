@@ -477,6 +477,7 @@ pub fn client(allow_private: bool, user_agent: &str) -> Result<Client, String> {
         .wrap_connector(http);
     let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(60))
+        .pool_timer(hyper_util::rt::TokioTimer::new())
         .build(connector);
     Ok(Client {
         http,
