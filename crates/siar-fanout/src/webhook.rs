@@ -184,8 +184,12 @@ pub fn target(url: &str) -> Result<http::Uri, String> {
         return Err(format!("{url}: only http and https partners can be called"));
     }
     if !parsed.username().is_empty() || parsed.password().is_some() {
+        // Named without them: the error goes to logs and to check-config's output.
+        let mut shown = parsed.clone();
+        let _ = shown.set_username("");
+        let _ = shown.set_password(None);
         return Err(format!(
-            "{url}: credentials in the URL are not sent; give them as a header"
+            "{shown}: credentials in the URL are not sent; give them as a header"
         ));
     }
     parsed.as_str().parse().map_err(|e| format!("{url}: {e}"))
@@ -661,7 +665,8 @@ mod tests {
     fn only_http_urls_without_credentials_are_targets() {
         assert!(target("https://mc.kalselprov.go.id/hook?x=1").is_ok());
         assert!(target("ftp://mc.kalselprov.go.id/hook").is_err());
-        assert!(target("https://user:pw@mc.kalselprov.go.id/hook").is_err());
+        let e = target("https://user:rahasia@mc.kalselprov.go.id/hook").unwrap_err();
+        assert!(e.contains("credentials") && !e.contains("rahasia"), "{e}");
         assert!(target("not a url").is_err());
     }
 
