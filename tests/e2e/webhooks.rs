@@ -383,15 +383,24 @@ async fn partners_get_signed_deliveries_with_retries_and_isolation() {
         "{}",
         notice.text()
     );
-    // And the metrics say so.
-    let metrics = d.metrics().await;
-    for line in [
+    // And the metrics say so. siar counts an attempt once the partner's answer is in, a moment
+    // after the partner logged the request.
+    let lines = [
         "siar_partner_disabled{partner=\"gone\"} 1",
         "siar_partner_disabled{partner=\"h1\"} 0",
         "siar_webhook_attempts_total{partner=\"h1\",outcome=\"delivered\"} 2",
         "siar_webhook_attempts_total{partner=\"gone\",outcome=\"gone\"} 1",
         "siar_webhook_attempt_seconds_count{partner=\"h1\"} 2",
-    ] {
+    ];
+    let mut metrics = String::new();
+    for _ in 0..50 {
+        metrics = d.metrics().await;
+        if lines.iter().all(|l| metrics.contains(l)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for line in lines {
         assert!(metrics.contains(line), "{line} missing:\n{metrics}");
     }
 
