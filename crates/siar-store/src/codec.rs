@@ -31,6 +31,9 @@ const TAG: u8 = 0xD1;
 /// The first byte of a binary attempt.
 const TAG_ATTEMPT: u8 = 0xA1;
 
+const HAS_STATUS: u8 = 1;
+const HAS_NEXT: u8 = 2;
+
 const HAS_LEASE: u8 = 1;
 const HAS_ERROR: u8 = 2;
 const HAS_DELIVERED: u8 = 4;
@@ -72,16 +75,30 @@ pub(crate) fn encode_delivery(d: &Delivery) -> Vec<u8> {
 
 /// A delivery record, binary or (written by an earlier version) JSON.
 pub(crate) fn decode_delivery(b: &[u8]) -> Result<Delivery> {
-    if b.first() != Some(&TAG) {
-        return crate::decode(b, "delivery");
-    }
-    read(&mut Reader(&b[1..])).ok_or_else(|| StoreError::Corrupt {
-        what: "delivery".into(),
-        message: "a binary delivery record is cut short or holds an unknown value".into(),
-    })
+    decode_tagged(b, TAG, "delivery", read_delivery)
 }
 
-fn read(r: &mut Reader<'_>) -> Option<Delivery> {
+/// `b` read by `read` when it starts with `tag`, else as JSON (an earlier version's record);
+/// a binary record `read` cannot make out, or with bytes left over, is corrupt.
+fn decode_tagged<T: serde::de::DeserializeOwned>(
+    b: &[u8],
+    tag: u8,
+    what: &str,
+    read: fn(&mut Reader<'_>) -> Option<T>,
+) -> Result<T> {
+    if b.first() != Some(&tag) {
+        return crate::decode(b, what);
+    }
+    let mut r = Reader(&b[1..]);
+    read(&mut r)
+        .filter(|_| r.0.is_empty())
+        .ok_or_else(|| StoreError::Corrupt {
+            what: what.into(),
+            message: format!("a binary {what} record is cut short or holds an unknown value"),
+        })
+}
+
+fn read_delivery(r: &mut Reader<'_>) -> Option<Delivery> {
     let id = DeliveryId::from_bytes(r.array()?);
     let release_id = ReleaseId::from_bytes(r.array()?);
     let version = u32::from_be_bytes(r.array()?);
@@ -93,26 +110,16 @@ fn read(r: &mut Reader<'_>) -> Option<Delivery> {
     let updated_at = r.time()?;
     let target: Target = r.str()?.parse().ok()?;
     let flags = r.byte()?;
-    let lease = if flags & HAS_LEASE != 0 {
+    let lease = r.optional(flags & HAS_LEASE != 0, |r| {
         Some(Lease {
             token: r.str()?.to_owned(),
             worker: r.str()?.to_owned(),
             until: r.time()?,
         })
-    } else {
-        None
-    };
-    let last_error = if flags & HAS_ERROR != 0 {
-        Some(r.str()?.to_owned())
-    } else {
-        None
-    };
-    let delivered_at = if flags & HAS_DELIVERED != 0 {
-        Some(r.time()?)
-    } else {
-        None
-    };
-    r.0.is_empty().then_some(Delivery {
+    })?;
+    let last_error = r.optional(flags & HAS_ERROR != 0, |r| Some(r.str()?.to_owned()))?;
+    let delivered_at = r.optional(flags & HAS_DELIVERED != 0, Reader::time)?;
+    Some(Delivery {
         id,
         release_id,
         version,
@@ -138,7 +145,9 @@ pub(crate) fn encode_attempt(a: &Attempt) -> Vec<u8> {
     for s in [&a.outcome, &a.error_class, &a.error, &a.response] {
         put_str(&mut out, s);
     }
-    out.push(u8::from(a.status.is_some()) | (u8::from(a.next_at.is_some()) << 1));
+    let flags = if a.status.is_some() { HAS_STATUS } else { 0 }
+        | if a.next_at.is_some() { HAS_NEXT } else { 0 };
+    out.push(flags);
     if let Some(s) = a.status {
         out.extend_from_slice(&s.to_be_bytes());
     }
@@ -150,44 +159,32 @@ pub(crate) fn encode_attempt(a: &Attempt) -> Vec<u8> {
 
 /// An attempt, binary or (written by an earlier version) JSON.
 pub(crate) fn decode_attempt(b: &[u8]) -> Result<Attempt> {
-    if b.first() != Some(&TAG_ATTEMPT) {
-        return crate::decode(b, "attempt");
-    }
-    let r = &mut Reader(&b[1..]);
-    let read = |r: &mut Reader<'_>| -> Option<Attempt> {
-        let number = u32::from_be_bytes(r.array()?);
-        let at = r.time()?;
-        let duration_ms = u64::from_be_bytes(r.array()?);
-        let outcome = r.str()?.to_owned();
-        let error_class = r.str()?.to_owned();
-        let error = r.str()?.to_owned();
-        let response = r.str()?.to_owned();
-        let flags = r.byte()?;
-        let status = if flags & 1 != 0 {
-            Some(u16::from_be_bytes(r.array()?))
-        } else {
-            None
-        };
-        let next_at = if flags & 2 != 0 {
-            Some(r.time()?)
-        } else {
-            None
-        };
-        r.0.is_empty().then_some(Attempt {
-            number,
-            at,
-            status,
-            duration_ms,
-            outcome,
-            error_class,
-            error,
-            response,
-            next_at,
-        })
-    };
-    read(r).ok_or_else(|| StoreError::Corrupt {
-        what: "attempt".into(),
-        message: "a binary attempt record is cut short or holds an unknown value".into(),
+    decode_tagged(b, TAG_ATTEMPT, "attempt", read_attempt)
+}
+
+fn read_attempt(r: &mut Reader<'_>) -> Option<Attempt> {
+    let number = u32::from_be_bytes(r.array()?);
+    let at = r.time()?;
+    let duration_ms = u64::from_be_bytes(r.array()?);
+    let outcome = r.str()?.to_owned();
+    let error_class = r.str()?.to_owned();
+    let error = r.str()?.to_owned();
+    let response = r.str()?.to_owned();
+    let flags = r.byte()?;
+    let status = r.optional(flags & HAS_STATUS != 0, |r| {
+        Some(u16::from_be_bytes(r.array()?))
+    })?;
+    let next_at = r.optional(flags & HAS_NEXT != 0, Reader::time)?;
+    Some(Attempt {
+        number,
+        at,
+        status,
+        duration_ms,
+        outcome,
+        error_class,
+        error,
+        response,
+        next_at,
     })
 }
 
@@ -222,6 +219,19 @@ impl<'a> Reader<'a> {
         let secs = i64::from_be_bytes(self.array()?);
         let nanos = u32::from_be_bytes(self.array()?);
         DateTime::from_timestamp(secs, nanos)
+    }
+
+    /// `Some(read(self))` when `present`, `Some(None)` when not; `None` if the read failed.
+    fn optional<T>(
+        &mut self,
+        present: bool,
+        read: impl FnOnce(&mut Self) -> Option<T>,
+    ) -> Option<Option<T>> {
+        if present {
+            read(self).map(Some)
+        } else {
+            Some(None)
+        }
     }
 
     fn str(&mut self) -> Option<&'a str> {

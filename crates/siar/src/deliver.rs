@@ -379,34 +379,31 @@ pub async fn run(app: Arc<App>, engine: Arc<Engine>, stop: CancellationToken) {
     let partners: Vec<Arc<Partner>> = engine.partners.values().cloned().collect();
     let shards = crate::http::shards(0).min(partners.len());
     let mut finished = Vec::new();
-    let mut here = tokio::task::JoinSet::new();
     for i in 0..shards {
         let mine: Vec<Arc<Partner>> = partners.iter().skip(i).step_by(shards).cloned().collect();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build();
-        let rt = match runtime {
-            Ok(rt) => rt,
-            Err(e) => {
-                warn!(error = %e, "Cannot start a webhook thread; its partners share the main runtime.");
-                for p in mine {
-                    here.spawn(partner_worker(app.clone(), engine.clone(), p, stop.clone()));
-                }
-                continue;
-            }
-        };
         let (app, engine, stop) = (app.clone(), engine.clone(), stop.clone());
         let (done, finished_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name(format!("siar-webhooks-{i}"))
             .spawn(move || {
-                rt.block_on(async move {
-                    let mut workers = tokio::task::JoinSet::new();
-                    for p in mine {
-                        workers.spawn(partner_worker(app.clone(), engine.clone(), p, stop.clone()));
-                    }
-                    while workers.join_next().await.is_some() {}
-                });
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(async move {
+                        let mut workers = tokio::task::JoinSet::new();
+                        for p in mine {
+                            workers.spawn(partner_worker(
+                                app.clone(),
+                                engine.clone(),
+                                p,
+                                stop.clone(),
+                            ));
+                        }
+                        while workers.join_next().await.is_some() {}
+                    }),
+                    Err(e) => error!(error = %e, "Cannot start a webhook runtime; its partners get nothing until siar restarts."),
+                }
                 let _ = done.send(());
             });
         match thread {
@@ -419,7 +416,6 @@ pub async fn run(app: Arc<App>, engine: Arc<Engine>, stop: CancellationToken) {
     for f in finished {
         let _ = f.await;
     }
-    while here.join_next().await.is_some() {}
 }
 
 /// Sleeps until `until` or a wake-up from publishing, at most `TICK`; false once `stop`.
