@@ -485,3 +485,252 @@ for url in sys.argv[1:]:
         assert!(!body.contains("x()"), "{f}: script survived");
     }
 }
+
+/// One answer read off a raw connection.
+struct RawResponse {
+    status: u16,
+    /// Names lowercased, in order.
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl RawResponse {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one response from `buf` + `stream` (what is left over stays in `buf`), parsed by
+/// httparse; `head` says the request was `HEAD` (no body whatever the length says).
+fn read_response(stream: &mut std::net::TcpStream, buf: &mut Vec<u8>, head: bool) -> RawResponse {
+    loop {
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut resp = httparse::Response::new(&mut headers);
+        if let httparse::Status::Complete(n) = resp.parse(buf).unwrap() {
+            let status = resp.code.unwrap();
+            let headers: Vec<(String, String)> = resp
+                .headers
+                .iter()
+                .map(|h| {
+                    (
+                        h.name.to_ascii_lowercase(),
+                        String::from_utf8(h.value.to_vec()).unwrap(),
+                    )
+                })
+                .collect();
+            let len: usize = match (head, status) {
+                (true, _) | (_, 304) => 0,
+                _ => headers
+                    .iter()
+                    .find(|(n, _)| n == "content-length")
+                    .map(|(_, v)| v.parse().unwrap())
+                    .expect("content-length"),
+            };
+            while buf.len() < n + len {
+                let mut chunk = [0u8; 65536];
+                let k = stream.read(&mut chunk).unwrap();
+                assert!(k > 0, "closed in the middle of a body");
+                buf.extend_from_slice(&chunk[..k]);
+            }
+            let body = buf[n..n + len].to_vec();
+            buf.drain(..n + len);
+            return RawResponse {
+                status,
+                headers,
+                body,
+            };
+        }
+        let mut chunk = [0u8; 65536];
+        let k = stream.read(&mut chunk).unwrap();
+        assert!(
+            k > 0,
+            "closed before a response: {}",
+            String::from_utf8_lossy(buf)
+        );
+        buf.extend_from_slice(&chunk[..k]);
+    }
+}
+
+/// True if the server closes the connection (nothing more to read).
+fn closed_by_server(stream: &mut std::net::TcpStream, buf: &[u8]) -> bool {
+    let mut rest = Vec::new();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    buf.is_empty() && matches!(stream.read_to_end(&mut rest), Ok(0))
+}
+
+#[tokio::test]
+async fn raw_connections_get_pipelined_answers_from_both_http_paths() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let d = Daemon::start(dir.path());
+    let (s, _) = d.client().post_text(sample("geopark-meratus.txt")).await;
+    assert_eq!(s, 201);
+    let url = format!("{}/feeds/rss.xml", d.url);
+    wait_items(&url, 1).await;
+    let (h, body) = feed(&url).await;
+    let etag = h["etag"].to_str().unwrap().to_owned();
+    let addr = d.url.trim_start_matches("http://").to_owned();
+
+    tokio::task::spawn_blocking(move || {
+        let connect = || {
+            let s = std::net::TcpStream::connect(&addr).unwrap();
+            s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .unwrap();
+            s
+        };
+        // Six requests in one write: feed polls (answered on the wire path), then one for the
+        // router (the connection moves to hyper), then a feed poll again (hyper's feed path).
+        let mut c = connect();
+        let inm = format!("If-None-Match: {etag}\r\n");
+        let reqs = [
+            (
+                "GET /feeds/rss.xml?from=reader HTTP/1.1\r\nHost: x\r\n\r\n".to_owned(),
+                false,
+            ),
+            (
+                format!("GET /feeds/rss.xml HTTP/1.1\r\nHost: x\r\n{inm}\r\n"),
+                false,
+            ),
+            (
+                "HEAD /feeds/rss.xml HTTP/1.1\r\nHost: x\r\n\r\n".to_owned(),
+                true,
+            ),
+            (
+                "GET /feeds/nope.xml HTTP/1.1\r\nHost: x\r\n\r\n".to_owned(),
+                false,
+            ),
+            ("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n".to_owned(), false),
+            (
+                format!("GET /feeds/rss.xml HTTP/1.1\r\nHost: x\r\n{inm}\r\n"),
+                false,
+            ),
+            (
+                "HEAD /feeds/rss.xml HTTP/1.1\r\nHost: x\r\n\r\n".to_owned(),
+                true,
+            ),
+        ];
+        let all: String = reqs.iter().map(|(r, _)| r.as_str()).collect();
+        c.write_all(all.as_bytes()).unwrap();
+        let mut buf = Vec::new();
+        let got: Vec<RawResponse> = reqs
+            .iter()
+            .map(|(_, head)| read_response(&mut c, &mut buf, *head))
+            .collect();
+        let statuses: Vec<u16> = got.iter().map(|r| r.status).collect();
+        assert_eq!(statuses, [200, 304, 200, 404, 200, 304, 200]);
+        assert_eq!(got[0].body, body.as_bytes(), "the feed, whole");
+        assert_eq!(got[0].header("etag"), Some(etag.as_str()));
+        assert_eq!(
+            got[0].header("content-type"),
+            Some("application/rss+xml; charset=utf-8")
+        );
+        assert!(got[0].header("date").is_some(), "every answer is dated");
+        assert_eq!(
+            got[2].header("content-length"),
+            Some(body.len().to_string().as_str()),
+            "HEAD gives GET's length"
+        );
+        assert!(got[2].body.is_empty());
+        assert_eq!(got[3].body, b"Feed tidak ditemukan.\n");
+        assert!(
+            String::from_utf8_lossy(&got[4].body).contains("ok"),
+            "the router answered"
+        );
+        // The wire path and hyper's path answer a poll with the same headers.
+        let without_date = |r: &RawResponse| -> Vec<(String, String)> {
+            r.headers
+                .iter()
+                .filter(|(n, _)| n != "date")
+                .cloned()
+                .collect()
+        };
+        assert_eq!(without_date(&got[1]), without_date(&got[5]));
+        assert_eq!(without_date(&got[2]), without_date(&got[6]));
+        for name in ["etag", "last-modified", "cache-control", "vary", "link"] {
+            assert!(got[1].header(name).is_some(), "a 304 repeats {name}");
+        }
+        assert_eq!(got[1].header("content-type"), None);
+
+        // A head sent a few bytes at a time is waited for.
+        let mut c = connect();
+        let req = format!("GET /feeds/rss.xml HTTP/1.1\r\nHost: x\r\n{inm}\r\n");
+        for piece in req.as_bytes().chunks(7) {
+            c.write_all(piece).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let mut buf = Vec::new();
+        assert_eq!(read_response(&mut c, &mut buf, false).status, 304);
+
+        // HTTP/1.0 closes after the answer unless asked to keep the connection.
+        let mut c = connect();
+        c.write_all(b"GET /feeds/rss.xml HTTP/1.0\r\n\r\n").unwrap();
+        let mut buf = Vec::new();
+        let r = read_response(&mut c, &mut buf, false);
+        assert_eq!((r.status, r.body.len()), (200, body.len()));
+        assert!(
+            closed_by_server(&mut c, &buf),
+            "HTTP/1.0 without keep-alive"
+        );
+        let mut c = connect();
+        let req = format!("GET /feeds/rss.xml HTTP/1.0\r\nConnection: keep-alive\r\n{inm}\r\n");
+        c.write_all(req.as_bytes()).unwrap();
+        let mut buf = Vec::new();
+        let r = read_response(&mut c, &mut buf, false);
+        assert_eq!(r.status, 304);
+        assert_eq!(r.header("connection"), Some("keep-alive"));
+        c.write_all(req.as_bytes()).unwrap();
+        assert_eq!(read_response(&mut c, &mut buf, false).status, 304);
+
+        // `Connection: close` is honoured, and said.
+        let mut c = connect();
+        c.write_all(b"HEAD /feeds/rss.xml HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut buf = Vec::new();
+        let r = read_response(&mut c, &mut buf, true);
+        assert_eq!((r.status, r.header("connection")), (200, Some("close")));
+        assert!(closed_by_server(&mut c, &buf), "Connection: close");
+
+        // What the wire path does not read goes to hyper, which answers as it always has.
+        let mut c = connect();
+        c.write_all(b"GET /feeds/rss.xml HTTP/1.1\r\nBad Header\r\n\r\n")
+            .unwrap();
+        let mut buf = Vec::new();
+        assert_eq!(read_response(&mut c, &mut buf, false).status, 400);
+        let mut c = connect();
+        let mut huge = b"GET /feeds/rss.xml HTTP/1.1\r\nHost: x\r\n".to_vec();
+        for i in 0..2000 {
+            huge.extend_from_slice(format!("X-Filler-{i}: {}\r\n", "y".repeat(200)).as_bytes());
+        }
+        huge.extend_from_slice(b"\r\n");
+        let _ = c.write_all(&huge);
+        let mut buf = Vec::new();
+        assert_eq!(read_response(&mut c, &mut buf, false).status, 431);
+        let mut c = connect();
+        c.write_all(b"POST /feeds/rss.xml HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+            .unwrap();
+        let mut buf = Vec::new();
+        assert_eq!(read_response(&mut c, &mut buf, false).status, 405);
+
+        // Stopping does not wait for idle keep-alive connections: each is closed.
+        let mut idle = connect();
+        idle.write_all(b"HEAD /feeds/rss.xml HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut buf = Vec::new();
+        assert_eq!(read_response(&mut idle, &mut buf, true).status, 200);
+        let started = std::time::Instant::now();
+        assert!(d.terminate().success());
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "stopping took {:?} with an idle connection open",
+            started.elapsed()
+        );
+        assert!(closed_by_server(&mut idle, &buf));
+    })
+    .await
+    .unwrap();
+}

@@ -387,7 +387,8 @@ pub async fn run(app: Arc<App>, engine: Arc<Engine>, stop: CancellationToken) {
             .name(format!("siar-webhooks-{i}"))
             .spawn(move || {
                 match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
+                    .enable_io()
+                    .enable_time()
                     .build()
                 {
                     Ok(rt) => rt.block_on(async move {

@@ -7,9 +7,12 @@
 //! renderers) runs elsewhere.
 //!
 //! Feed requests take a short path in front of the router: the rendered document is looked
-//! up by the request path and answered (`200` or `304`) without routing or middleware.
-//! Everything else goes to the router. Connections speak HTTP/1.1 with keep-alive; a client
-//! that does not finish sending its headers within 30 s is disconnected.
+//! up by the request path and answered (`200`, `304` or `404`) without routing or middleware.
+//! A connection starts on the wire path ([`wire`]), which reads and answers plain feed polls
+//! itself, and moves to hyper and the router at its first request of any other kind; hyper
+//! answers feed requests the same way, through the same [`crate::web::feeds::Answer`].
+//! Connections speak HTTP/1.1 with keep-alive; a client that does not finish sending a
+//! request's head within 30 s of the previous answer is disconnected.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,6 +29,8 @@ use tower::ServiceExt;
 use crate::app::App;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio_util::sync::CancellationToken;
+
+mod wire;
 
 /// Binds and listens on `addr` (port 0: any free port).
 pub fn bind(addr: &str) -> std::io::Result<std::net::TcpListener> {
@@ -97,7 +102,8 @@ pub fn serve(
             .name(format!("siar-http-{i}"))
             .spawn(move || {
                 let rt = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
+                    .enable_io()
+                    .enable_time()
                     .build()
                 {
                     Ok(rt) => rt,
@@ -169,7 +175,10 @@ async fn shard(
     open: Arc<AtomicUsize>,
     stop: CancellationToken,
 ) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    // This thread's own token: its connections wait on it without touching another thread's
+    // cache lines, and it is cancelled with `stop`.
+    let stop = stop.child_token();
+    let connections = tokio_util::task::TaskTracker::new();
     loop {
         let stream = tokio::select! {
             got = rx.recv() => match got {
@@ -186,40 +195,65 @@ async fn shard(
                 continue;
             }
         };
-        let (app, router) = (app.clone(), router.clone());
-        let peer = stream.peer_addr().ok();
-        let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-            if let Some(peer) = peer {
-                req.extensions_mut()
-                    .insert(axum::extract::ConnectInfo(peer));
-            }
-            let fast = crate::web::feeds::answer(&app, &req);
-            let router = router.clone();
-            async move {
-                match fast {
-                    Some(resp) => Ok::<_, std::convert::Infallible>(resp.map(Either::Left)),
-                    None => router
-                        .oneshot(req.map(Body::new))
-                        .await
-                        .map(|r| r.map(Either::Right)),
-                }
-            }
-        });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(hyper_util::rt::TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
-        let open = open.clone();
-        tokio::spawn(async move {
-            let _ = conn.await;
+        let (app, router, open, stop) = (app.clone(), router.clone(), open.clone(), stop.clone());
+        connections.spawn(async move {
+            connection(app, router, stream, &stop).await;
             open.fetch_sub(1, Ordering::Relaxed);
         });
     }
-    if tokio::time::timeout(DRAIN, graceful.shutdown())
+    connections.close();
+    if tokio::time::timeout(DRAIN, connections.wait())
         .await
         .is_err()
     {
         tracing::warn!("Some connections were still busy when HTTP stopped.");
+    }
+}
+
+/// One connection: the wire path first, hyper and the router from the first request the
+/// wire path does not answer (see [`wire`]). Once `stop` is cancelled, the request in flight
+/// is answered and the connection closed.
+async fn connection(
+    app: Arc<App>,
+    router: Router,
+    stream: tokio::net::TcpStream,
+    stop: &CancellationToken,
+) {
+    let peer = stream.peer_addr().ok();
+    let (stream, read) = match wire::serve(&app, stream, stop, HEADER_READ_TIMEOUT).await {
+        wire::Outcome::Closed => return,
+        wire::Outcome::HandOff(stream, read) => (stream, read),
+    };
+    let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        if let Some(peer) = peer {
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+        }
+        let fast = crate::web::feeds::answer(&app, &req);
+        let router = router.clone();
+        async move {
+            match fast {
+                Some(resp) => Ok::<_, std::convert::Infallible>(resp.map(Either::Left)),
+                None => router
+                    .oneshot(req.map(Body::new))
+                    .await
+                    .map(|r| r.map(Either::Right)),
+            }
+        }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(
+            hyper_util::rt::TokioIo::new(wire::Prefixed::new(read, stream)),
+            service,
+        );
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = stop.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
     }
 }

@@ -19,7 +19,7 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
@@ -656,103 +656,234 @@ pub async fn run(app: Arc<App>, shutdown: tokio_util::sync::CancellationToken) {
     }
 }
 
-fn accepts(headers: &HeaderMap, coding: &str) -> bool {
-    headers
-        .get_all(header::ACCEPT_ENCODING)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|part| {
-            let mut it = part.split(';');
-            let name = it.next().unwrap_or("").trim();
-            let q_zero = it.any(|p| {
-                let p = p.trim().replace(' ', "");
-                p == "q=0" || p == "q=0.0" || p == "q=0.00" || p == "q=0.000"
-            });
-            name.eq_ignore_ascii_case(coding) && !q_zero
-        })
-}
-
 fn http_date(t: DateTime<Utc>) -> String {
     t.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
 }
 
+/// What a feed request asks for, as read by either HTTP path (hyper's, or the wire path in
+/// [`crate::http`]): everything [`answer_with`] looks at, borrowed from the request.
+#[derive(Default)]
+pub struct Ask<'a> {
+    /// `HEAD`: the headers `GET` would get, without the bytes.
+    pub head: bool,
+    /// `Accept-Encoding` allows brotli.
+    pub br: bool,
+    /// `Accept-Encoding` allows gzip.
+    pub gzip: bool,
+    pub if_none_match: Option<&'a [u8]>,
+    pub if_modified_since: Option<&'a [u8]>,
+}
+
+impl<'a> Ask<'a> {
+    pub fn from_headers(headers: &'a HeaderMap, head: bool) -> Self {
+        let mut ask = Ask {
+            head,
+            if_none_match: headers.get(header::IF_NONE_MATCH).map(|v| v.as_bytes()),
+            if_modified_since: headers.get(header::IF_MODIFIED_SINCE).map(|v| v.as_bytes()),
+            ..Ask::default()
+        };
+        for v in headers.get_all(header::ACCEPT_ENCODING) {
+            ask.accept_encoding(v.as_bytes());
+        }
+        ask
+    }
+
+    /// Takes in one `Accept-Encoding` header line (there may be several): a coding counts
+    /// if it is named without `q=0`.
+    pub fn accept_encoding(&mut self, value: &[u8]) {
+        for part in value.split(|&b| b == b',') {
+            let mut it = part.split(|&b| b == b';');
+            let name = it.next().unwrap_or_default().trim_ascii();
+            if it.any(is_q_zero) {
+                continue;
+            }
+            if name.eq_ignore_ascii_case(b"br") {
+                self.br = true;
+            } else if name.eq_ignore_ascii_case(b"gzip") {
+                self.gzip = true;
+            }
+        }
+    }
+}
+
+/// A parameter `q=0` (or `q=0.`, `q=0.0` … `q=0.000`, spaces allowed): "not acceptable".
+fn is_q_zero(param: &[u8]) -> bool {
+    let mut s = param.iter().copied().filter(|b| !b.is_ascii_whitespace());
+    if !(matches!(s.next(), Some(b'q' | b'Q')) && s.next() == Some(b'=') && s.next() == Some(b'0'))
+    {
+        return false;
+    }
+    match s.next() {
+        None => true,
+        Some(b'.') => {
+            let rest: Vec<u8> = s.collect();
+            rest.len() <= 3 && rest.iter().all(|&b| b == b'0')
+        }
+        Some(_) => false,
+    }
+}
+
 /// True if `If-None-Match` names this version: any of its representations (they differ only
 /// in encoding), or `*`.
-fn matches_etag(doc: &Rendered, inm: &HeaderValue) -> bool {
+fn matches_etag(doc: &Rendered, inm: &[u8]) -> bool {
     // Fast path: the client repeats exactly the ETag it was given.
-    if doc.etags.iter().any(|e| e == inm) {
+    if doc.etags.iter().any(|e| e.as_bytes() == inm) {
         return true;
     }
-    inm.to_str().is_ok_and(|v| {
-        v.split(',').map(str::trim).any(|t| {
-            let t = t.trim_start_matches("W/").trim_matches('"');
-            t == "*" || t.split('-').next() == Some(doc.tag.as_str())
-        })
+    inm.split(|&b| b == b',').any(|t| {
+        let t = t.trim_ascii();
+        let t = t.strip_prefix(b"W/").unwrap_or(t);
+        let t = t.strip_prefix(b"\"").unwrap_or(t);
+        let t = t.strip_suffix(b"\"").unwrap_or(t);
+        t == b"*" || t.split(|&b| b == b'-').next() == Some(doc.tag.as_bytes())
     })
+}
+
+/// True if `If-Modified-Since` is at or after the document's last change.
+fn unmodified_since(doc: &Rendered, ims: &[u8]) -> bool {
+    std::str::from_utf8(ims)
+        .ok()
+        .and_then(|v| DateTime::parse_from_rfc2822(&v.replace("GMT", "+0000")).ok())
+        .is_some_and(|since| doc.last_modified.timestamp() <= since.timestamp())
 }
 
 /// The body of a feed answer: the bytes, with no boxing.
 pub type FeedBody = http_body_util::Full<Bytes>;
 
+const NOT_FOUND_TEXT: &str = "Feed tidak ditemukan.\n";
+
+/// The answer to one feed request, borrowed from the document it serves. Both HTTP paths
+/// write it through [`Answer::each_header`], so they send the same headers.
+pub struct Answer<'a> {
+    pub status: StatusCode,
+    /// The document and the ETag of the representation chosen; `None` for no such feed.
+    doc: Option<(&'a Rendered, &'a HeaderValue)>,
+    coding: Option<&'static str>,
+    /// What `GET` sends (`HEAD` sends its length only); empty for `304`.
+    pub body: Bytes,
+}
+
+impl<'a> Answer<'a> {
+    /// Serves one rendered document with validators, compression and `304`s.
+    pub fn new(doc: &'a Rendered, ask: &Ask) -> Self {
+        let (coding, etag) = if ask.br {
+            (Some("br"), &doc.etags[2])
+        } else if ask.gzip {
+            (Some("gzip"), &doc.etags[1])
+        } else {
+            (None, &doc.etags[0])
+        };
+        let not_modified = match (ask.if_none_match, ask.if_modified_since) {
+            (Some(inm), _) => matches_etag(doc, inm),
+            (None, Some(ims)) => unmodified_since(doc, ims),
+            (None, None) => false,
+        };
+        if not_modified {
+            return Answer {
+                status: StatusCode::NOT_MODIFIED,
+                doc: Some((doc, etag)),
+                coding: None,
+                body: Bytes::new(),
+            };
+        }
+        let body = match coding {
+            Some("br") => doc.brotli.get_or_init(|| brotli(&doc.identity)).clone(),
+            Some(_) => doc.gzip.get_or_init(|| gzip(&doc.identity)).clone(),
+            None => doc.identity.clone(),
+        };
+        if body.is_empty() && !doc.identity.is_empty() {
+            // The compressor failed: gzip, which is always there to fall back to.
+            return Answer {
+                status: StatusCode::OK,
+                doc: Some((doc, &doc.etags[1])),
+                coding: Some("gzip"),
+                body: doc.gzip.get_or_init(|| gzip(&doc.identity)).clone(),
+            };
+        }
+        Answer {
+            status: StatusCode::OK,
+            doc: Some((doc, etag)),
+            coding,
+            body,
+        }
+    }
+
+    fn not_found() -> Self {
+        Answer {
+            status: StatusCode::NOT_FOUND,
+            doc: None,
+            coding: None,
+            body: Bytes::from_static(NOT_FOUND_TEXT.as_bytes()),
+        }
+    }
+
+    /// Every header of the answer in order, except `Content-Length` and `Date`, which each
+    /// HTTP path writes itself. A `304` repeats the validators and caching headers only.
+    pub fn each_header(&self, mut f: impl FnMut(&header::HeaderName, &HeaderValue)) {
+        let Some((doc, etag)) = self.doc else {
+            f(
+                &header::CONTENT_TYPE,
+                &HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            return;
+        };
+        f(&header::ETAG, etag);
+        f(&header::LAST_MODIFIED, &doc.last_modified_header);
+        f(&header::CACHE_CONTROL, &doc.cache_control);
+        f(&header::VARY, &HeaderValue::from_static("Accept-Encoding"));
+        if let Some(link) = &doc.link {
+            f(&header::LINK, link);
+        }
+        if self.status == StatusCode::NOT_MODIFIED {
+            return;
+        }
+        f(&header::CONTENT_TYPE, &doc.content_type);
+        if let Some(c) = self.coding {
+            f(&header::CONTENT_ENCODING, &HeaderValue::from_static(c));
+        }
+    }
+
+    /// As a response for hyper; for `HEAD`, the length `GET` would send and no bytes.
+    pub fn to_response(&self, head: bool) -> axum::http::Response<FeedBody> {
+        let mut resp = axum::http::Response::new(FeedBody::default());
+        *resp.status_mut() = self.status;
+        let mut h = HeaderMap::with_capacity(8);
+        self.each_header(|name, value| {
+            h.insert(name, value.clone());
+        });
+        if head {
+            if self.status != StatusCode::NOT_MODIFIED {
+                h.insert(header::CONTENT_LENGTH, HeaderValue::from(self.body.len()));
+            }
+        } else {
+            *resp.body_mut() = FeedBody::new(self.body.clone());
+        }
+        *resp.headers_mut() = h;
+        resp
+    }
+}
+
+/// Looks `path` up among the current feeds, answers `ask`, counts the answer, and gives it
+/// to `f` (it borrows from the current snapshot, which is let go when `f` returns).
+pub fn answer_with<R>(app: &App, path: &str, ask: &Ask, f: impl FnOnce(&Answer) -> R) -> R {
+    let snap = app.feeds.current.load();
+    let answer = match snap.docs.get(path) {
+        Some(doc) => Answer::new(doc.rendered(), ask),
+        None => Answer::not_found(),
+    };
+    app.feeds.count(answer.status);
+    f(&answer)
+}
+
 /// Serves one rendered document with validators, compression and `304`s.
 pub fn respond(doc: &Rendered, headers: &HeaderMap) -> Response {
-    respond_bytes(doc, headers).map(Body::new)
+    Answer::new(doc, &Ask::from_headers(headers, false))
+        .to_response(false)
+        .map(Body::new)
 }
 
-/// [`respond`] with the bytes as they are, for the short path.
-fn respond_bytes(doc: &Rendered, headers: &HeaderMap) -> axum::http::Response<FeedBody> {
-    let enc = headers.contains_key(header::ACCEPT_ENCODING);
-    let (coding, etag) = if enc && accepts(headers, "br") {
-        (Some("br"), &doc.etags[2])
-    } else if enc && accepts(headers, "gzip") {
-        (Some("gzip"), &doc.etags[1])
-    } else {
-        (None, &doc.etags[0])
-    };
-    let not_modified = match headers.get(header::IF_NONE_MATCH) {
-        Some(inm) => matches_etag(doc, inm),
-        None => headers
-            .get(header::IF_MODIFIED_SINCE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| DateTime::parse_from_rfc2822(&v.replace("GMT", "+0000")).ok())
-            .is_some_and(|since| doc.last_modified.timestamp() <= since.timestamp()),
-    };
-    // Built in place: one header map, sized once, no merging.
-    let mut resp = axum::http::Response::new(FeedBody::default());
-    *resp.headers_mut() = HeaderMap::with_capacity(8);
-    let h = resp.headers_mut();
-    h.insert(header::ETAG, etag.clone());
-    h.insert(header::LAST_MODIFIED, doc.last_modified_header.clone());
-    h.insert(header::CACHE_CONTROL, doc.cache_control.clone());
-    h.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
-    if let Some(link) = &doc.link {
-        h.insert(header::LINK, link.clone());
-    }
-    if not_modified {
-        *resp.status_mut() = StatusCode::NOT_MODIFIED;
-        return resp;
-    }
-    h.insert(header::CONTENT_TYPE, doc.content_type.clone());
-    if let Some(c) = coding {
-        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(c));
-    }
-    let mut body = match coding {
-        Some("br") => doc.brotli.get_or_init(|| brotli(&doc.identity)).clone(),
-        Some(_) => doc.gzip.get_or_init(|| gzip(&doc.identity)).clone(),
-        None => doc.identity.clone(),
-    };
-    if body.is_empty() && !doc.identity.is_empty() {
-        body = doc.gzip.get_or_init(|| gzip(&doc.identity)).clone();
-        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-        h.insert(header::ETAG, doc.etags[1].clone());
-    }
-    *resp.body_mut() = FeedBody::new(body);
-    resp
-}
-
-/// The short path for feed requests (see [`crate::http`]): `Some` answer for a `GET` or
-/// `HEAD` of a feed path, `None` to let the router handle the request.
+/// The short path for feed requests that hyper read (see [`crate::http`]): `Some` answer for
+/// a `GET` or `HEAD` of a feed path, `None` to let the router handle the request.
 pub fn answer<B>(
     app: &App,
     req: &axum::http::Request<B>,
@@ -762,42 +893,17 @@ pub fn answer<B>(
         return None;
     }
     let method = req.method();
-    if method != axum::http::Method::GET && method != axum::http::Method::HEAD {
+    let head = method == axum::http::Method::HEAD;
+    if method != axum::http::Method::GET && !head {
         return None;
     }
-    let snap = app.feeds.current.load();
-    let mut resp = match snap.docs.get(path) {
-        Some(doc) => respond_bytes(doc.rendered(), req.headers()),
-        None => {
-            let mut r = axum::http::Response::new(FeedBody::from("Feed tidak ditemukan.\n"));
-            *r.status_mut() = StatusCode::NOT_FOUND;
-            r.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; charset=utf-8"),
-            );
-            r
-        }
-    };
-    app.feeds.count(resp.status());
-    if method == axum::http::Method::HEAD {
-        // The length of what GET would send, without the bytes.
-        let len = http_body::Body::size_hint(resp.body()).exact();
-        *resp.body_mut() = FeedBody::default();
-        if let Some(n) = len.filter(|_| resp.status() == StatusCode::OK) {
-            resp.headers_mut()
-                .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
-        }
-    }
-    Some(resp)
+    let ask = Ask::from_headers(req.headers(), head);
+    Some(answer_with(app, path, &ask, |a| a.to_response(head)))
 }
 
 /// Every `/feeds/…` request that reaches the router: the path is the key.
 pub async fn serve(State(app): State<Arc<App>>, req: Request) -> Response {
-    let snap = app.feeds.current.load();
-    let resp = match snap.docs.get(req.uri().path()) {
-        Some(doc) => respond(doc.rendered(), req.headers()),
-        None => (StatusCode::NOT_FOUND, "Feed tidak ditemukan.\n").into_response(),
-    };
-    app.feeds.count(resp.status());
-    resp
+    let head = req.method() == axum::http::Method::HEAD;
+    let ask = Ask::from_headers(req.headers(), head);
+    answer_with(&app, req.uri().path(), &ask, |a| a.to_response(head)).map(Body::new)
 }
