@@ -69,6 +69,7 @@ async fn feeds_carry_the_releases_with_permanent_ids() {
         "<https://siaran.example.go.id/feeds/rss.xml>; rel=\"self\""
     );
     let ch = rss::Channel::read_from(body.as_bytes()).unwrap();
+    rss::validation::Validate::validate(&ch).expect("valid RSS 2.0 (the rss crate's check)");
     let kpu_item = ch
         .items()
         .iter()

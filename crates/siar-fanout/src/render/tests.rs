@@ -156,6 +156,9 @@ fn rss_reads_back_in_feed_rs_and_the_rss_crate() {
     let xml = rss(&ctx(), &doc(&rs, "rss.xml"));
     assert_xml_clean(&xml);
     let ch = ::rss::Channel::read_from(xml.as_bytes()).unwrap();
+    // The rss crate's check against the RSS 2.0 specification: RFC 822 dates, URLs, the
+    // enclosure's length and MIME type, categories.
+    ::rss::validation::Validate::validate(&ch).unwrap();
     assert_eq!(ch.items().len(), 6);
     assert_eq!(ch.language(), Some("id"));
     let kpu = ch
