@@ -36,6 +36,16 @@ async fn wait_items(url: &str, n: usize) {
     .await;
 }
 
+/// A daemon with one sample release published, once its RSS feed shows it; and that feed's URL.
+async fn daemon_with_one_release(dir: &std::path::Path) -> (Daemon, String) {
+    let d = Daemon::start(dir);
+    let (s, _) = d.client().post_text(sample("geopark-meratus.txt")).await;
+    assert_eq!(s, 201);
+    let url = format!("{}/feeds/rss.xml", d.url);
+    wait_items(&url, 1).await;
+    (d, url)
+}
+
 #[tokio::test]
 async fn feeds_carry_the_releases_with_permanent_ids() {
     let dir = tempfile::tempdir().unwrap();
@@ -172,11 +182,7 @@ async fn feeds_carry_the_releases_with_permanent_ids() {
 #[tokio::test]
 async fn conditional_get_compression_and_head() {
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path());
-    let (s, _) = d.client().post_text(sample("geopark-meratus.txt")).await;
-    assert_eq!(s, 201);
-    let url = format!("{}/feeds/rss.xml", d.url);
-    wait_items(&url, 1).await;
+    let (d, url) = daemon_with_one_release(dir.path()).await;
     let c = raw_client();
     let first = c.get(&url).send().await.unwrap();
     let etag = first.headers()["etag"].to_str().unwrap().to_owned();
@@ -568,11 +574,7 @@ fn closed_by_server(stream: &mut std::net::TcpStream, buf: &[u8]) -> bool {
 async fn raw_connections_get_pipelined_answers_from_both_http_paths() {
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
-    let d = Daemon::start(dir.path());
-    let (s, _) = d.client().post_text(sample("geopark-meratus.txt")).await;
-    assert_eq!(s, 201);
-    let url = format!("{}/feeds/rss.xml", d.url);
-    wait_items(&url, 1).await;
+    let (d, url) = daemon_with_one_release(dir.path()).await;
     let (h, body) = feed(&url).await;
     let etag = h["etag"].to_str().unwrap().to_owned();
     let addr = d.url.trim_start_matches("http://").to_owned();
