@@ -482,6 +482,102 @@ mod tests {
         feed(b"GET /feeds/rss.xml HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
     }
 
+    /// An app on a sled store in `dir`, with no feeds rendered yet (every feed path is 404).
+    fn app(dir: &std::path::Path) -> App {
+        let store = siar_store::Store::open(dir).unwrap();
+        let clock = std::sync::Arc::new(crate::clock::TokioClock::new(chrono::Utc::now()));
+        let (config, _) = crate::config::Config::load(None, Vec::new()).unwrap();
+        App::new(config, store, clock).unwrap()
+    }
+
+    /// Runs the wire path on one accepted connection with `timeout`; gives the client's end
+    /// and the outcome's task.
+    async fn connection(
+        app: std::sync::Arc<App>,
+        stop: CancellationToken,
+        timeout: std::time::Duration,
+    ) -> (TcpStream, tokio::task::JoinHandle<bool>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let task = tokio::spawn(async move {
+            matches!(serve(&app, server, &stop, timeout).await, Outcome::Closed)
+        });
+        (client, task)
+    }
+
+    /// Reads until the server closes; what it sent.
+    async fn until_closed(client: &mut TcpStream) -> String {
+        let mut got = Vec::new();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            client.read_to_end(&mut got),
+        )
+        .await
+        .expect("the server closes the connection");
+        String::from_utf8_lossy(&got).into_owned()
+    }
+
+    #[tokio::test]
+    async fn slow_and_idle_clients_are_disconnected_and_stopping_closes_idle_connections() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = std::sync::Arc::new(app(dir.path()));
+        let timeout = std::time::Duration::from_millis(300);
+
+        // A client that sends a head a byte at a time, never finishing it, is cut off when the
+        // time for the head is up: bytes arriving do not extend it.
+        let (mut client, task) = connection(app.clone(), CancellationToken::new(), timeout).await;
+        let started = std::time::Instant::now();
+        for b in b"GET /feeds/rss.xml HTTP/1.1\r\nX-Slow: " {
+            if client.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(until_closed(&mut client).await, "");
+        assert!(task.await.unwrap(), "closed, not handed to hyper");
+        let took = started.elapsed();
+        assert!(
+            took >= timeout && took < timeout * 4,
+            "cut off after {took:?}"
+        );
+
+        // After an answer, the client has the same time again for its next request.
+        let (mut client, task) = connection(app.clone(), CancellationToken::new(), timeout).await;
+        tokio::time::sleep(timeout / 2).await;
+        client
+            .write_all(b"GET /feeds/nope.xml HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        let answered = std::time::Instant::now();
+        let got = until_closed(&mut client).await;
+        assert!(got.starts_with("HTTP/1.1 404 Not Found\r\n"), "{got}");
+        assert!(got.ends_with("Feed tidak ditemukan.\n"), "{got}");
+        assert!(
+            answered.elapsed() >= timeout * 3 / 4,
+            "{:?}",
+            answered.elapsed()
+        );
+        assert!(task.await.unwrap());
+
+        // Stopping closes a connection waiting for its next request at once.
+        let stop = CancellationToken::new();
+        let (mut client, task) = connection(
+            app.clone(),
+            stop.clone(),
+            std::time::Duration::from_secs(60),
+        )
+        .await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let started = std::time::Instant::now();
+        stop.cancel();
+        assert_eq!(until_closed(&mut client).await, "");
+        assert!(task.await.unwrap());
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    }
+
     #[test]
     fn the_date_is_an_http_date() {
         let mut got = Vec::new();
