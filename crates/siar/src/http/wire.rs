@@ -283,11 +283,7 @@ fn date(f: impl FnOnce(&[u8])) {
     DATE.with(|cell| {
         let mut d = cell.borrow_mut();
         if d.0 != secs || d.1.is_empty() {
-            let t: chrono::DateTime<chrono::Utc> = now.into();
-            d.1 = t
-                .format("%a, %d %b %Y %H:%M:%S GMT")
-                .to_string()
-                .into_bytes();
+            d.1 = crate::web::feeds::http_date(now.into()).into_bytes();
             d.0 = secs;
         }
         f(&d.1);

@@ -656,7 +656,8 @@ pub async fn run(app: Arc<App>, shutdown: tokio_util::sync::CancellationToken) {
     }
 }
 
-fn http_date(t: DateTime<Utc>) -> String {
+/// An HTTP date (IMF-fixdate).
+pub(crate) fn http_date(t: DateTime<Utc>) -> String {
     t.format("%a, %d %b %Y %H:%M:%S GMT").to_string()
 }
 
@@ -875,13 +876,6 @@ pub fn answer_with<R>(app: &App, path: &str, ask: &Ask, f: impl FnOnce(&Answer) 
     f(&answer)
 }
 
-/// Serves one rendered document with validators, compression and `304`s.
-pub fn respond(doc: &Rendered, headers: &HeaderMap) -> Response {
-    Answer::new(doc, &Ask::from_headers(headers, false))
-        .to_response(false)
-        .map(Body::new)
-}
-
 /// The short path for feed requests that hyper read (see [`crate::http`]): `Some` answer for
 /// a `GET` or `HEAD` of a feed path, `None` to let the router handle the request.
 pub fn answer<B>(
@@ -897,13 +891,18 @@ pub fn answer<B>(
     if method != axum::http::Method::GET && !head {
         return None;
     }
-    let ask = Ask::from_headers(req.headers(), head);
-    Some(answer_with(app, path, &ask, |a| a.to_response(head)))
+    Some(reply(app, path, req.headers(), head))
+}
+
+/// The answer to a `GET` (or, with `head`, a `HEAD`) of `path` as a response for hyper.
+fn reply(app: &App, path: &str, headers: &HeaderMap, head: bool) -> axum::http::Response<FeedBody> {
+    answer_with(app, path, &Ask::from_headers(headers, head), |a| {
+        a.to_response(head)
+    })
 }
 
 /// Every `/feeds/…` request that reaches the router: the path is the key.
 pub async fn serve(State(app): State<Arc<App>>, req: Request) -> Response {
     let head = req.method() == axum::http::Method::HEAD;
-    let ask = Ask::from_headers(req.headers(), head);
-    answer_with(&app, req.uri().path(), &ask, |a| a.to_response(head)).map(Body::new)
+    reply(&app, req.uri().path(), req.headers(), head).map(Body::new)
 }
